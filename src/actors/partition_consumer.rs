@@ -1,0 +1,324 @@
+//! The partition consumer actor: one per assigned (topic, partition) of a stage. This is
+//! where records enter a stage and where their offsets are committed.
+//!
+//! - **Pull**: reads the partition in order, holding one in-flight permit per record until
+//!   the record's outputs are accepted; with `max_in_flight` permits out, it stops reading
+//!   (backpressure: a slow stage or transport slows the read, memory stays bounded).
+//! - **Order**: records go through [`KeyLanes`]: one record per key at a time, different
+//!   keys concurrently. A key's next record starts once the previous one's outputs are
+//!   queued in order (not yet accepted), which keeps per-key output order.
+//! - **Commit**: only the highest offset below which every record's outputs were all
+//!   accepted ([`OffsetTracker`]), every `commit.every` records or `commit.interval`, and
+//!   on drain. A refused commit (the partition moved to another member) stops the actor.
+//! - **Drain** (revocation, shutdown, restart): stop reading, let delivered records
+//!   finish until `drain_timeout`, commit what is complete, stop. What did not finish is
+//!   read again by the next owner from the committed offset: nothing is lost.
+
+use super::key_lanes::KeyLanes;
+use super::offsets::OffsetTracker;
+use super::processing::Processed;
+use super::stage_actor::{Process, StageActor};
+use super::stats::StageStats;
+use crate::envelope::{Record, TopicPartition};
+use crate::topology::plan::CommitPolicy;
+use crate::transport::{Committer, PartitionStream, TransportError};
+use actix::prelude::*;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Stop reading, finish, commit, stop. Replies when the actor has stopped.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain(pub oneshot::Sender<()>);
+
+/// Sent to the owner when the actor stopped; `failure` says why if it was not asked to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PartitionExited {
+    pub tp: TopicPartition,
+    pub failure: Option<String>,
+}
+
+pub struct PartitionSettings {
+    pub stage: String,
+    pub max_in_flight: usize,
+    pub commit: CommitPolicy,
+    pub drain_timeout: Duration,
+}
+
+pub struct PartitionConsumer {
+    tp: TopicPartition,
+    settings: Arc<PartitionSettings>,
+    stage: Addr<StageActor>,
+    committer: Arc<dyn Committer>,
+    stream: Option<Box<dyn PartitionStream>>,
+    pull: Option<SpawnHandle>,
+    in_flight: Arc<Semaphore>,
+    tracker: OffsetTracker,
+    lanes: KeyLanes<(Record, OwnedSemaphorePermit)>,
+    /// Records sent to the stage whose outcome (acceptance or abandonment) is pending.
+    running: usize,
+    since_commit: u32,
+    commit_running: bool,
+    draining: Vec<oneshot::Sender<()>>,
+    finishing: bool,
+    failure: Option<String>,
+    owner: Recipient<PartitionExited>,
+    stats: Arc<StageStats>,
+}
+
+impl PartitionConsumer {
+    pub fn new(
+        stream: Box<dyn PartitionStream>,
+        committer: Arc<dyn Committer>,
+        stage: Addr<StageActor>,
+        settings: Arc<PartitionSettings>,
+        owner: Recipient<PartitionExited>,
+        stats: Arc<StageStats>,
+    ) -> Self {
+        PartitionConsumer {
+            tp: stream.topic_partition().clone(),
+            in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
+            settings,
+            stage,
+            committer,
+            stream: Some(stream),
+            pull: None,
+            tracker: OffsetTracker::new(),
+            lanes: KeyLanes::default(),
+            running: 0,
+            since_commit: 0,
+            commit_running: false,
+            draining: Vec::new(),
+            finishing: false,
+            failure: None,
+            owner,
+            stats,
+        }
+    }
+
+    fn pull_next(&mut self, ctx: &mut Context<Self>) {
+        if !self.draining.is_empty() || self.failure.is_some() {
+            return;
+        }
+        let Some(mut stream) = self.stream.take() else { return };
+        let permits = self.in_flight.clone();
+        let read = async move {
+            let permit = permits.acquire_owned().await;
+            let record = stream.next().await;
+            (stream, permit, record)
+        };
+        self.pull = Some(ctx.spawn(read.into_actor(self).map(|(stream, permit, record), act, ctx| {
+            act.pull = None;
+            act.stream = Some(stream);
+            match (permit, record) {
+                (Ok(permit), Ok(record)) => {
+                    act.on_record(record, permit, ctx);
+                    act.pull_next(ctx);
+                }
+                (_, Err(e)) => act.fail(ctx, format!("reading {} failed: {e}", act.tp)),
+                (Err(_), Ok(_)) => act.fail(ctx, "in-flight limiter closed".into()),
+            }
+        })));
+    }
+
+    fn on_record(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        self.tracker.begin(record.offset);
+        if let Some((record, permit)) = self.lanes.admit(record.key.clone(), (record, permit)) {
+            self.dispatch(record, permit, ctx);
+        }
+    }
+
+    fn dispatch(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        let (offset, key) = (record.offset, record.key.clone());
+        self.running += 1;
+        let request = self.stage.send(Process(record));
+        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
+            act.on_processed(offset, key, permit, result, ctx);
+        }));
+    }
+
+    fn on_processed(
+        &mut self,
+        offset: i64,
+        key: Option<Bytes>,
+        permit: OwnedSemaphorePermit,
+        result: Result<Processed, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::trace!(partition = %self.tp, offset, outcome = match &result {
+            Ok(Processed::Enqueued(_)) => "enqueued",
+            Ok(Processed::Abandoned) => "abandoned",
+            Ok(Processed::StageFailed(_)) => "stage-failed",
+            Err(_) => "mailbox-error",
+        }, running = self.running, "processed");
+        match result {
+            Ok(Processed::Enqueued(acks)) => {
+                // The outputs hold their place in order: the key's next record may start.
+                if let Some((next, next_permit)) = self.lanes.release(&key) {
+                    self.dispatch(next, next_permit, ctx);
+                }
+                ctx.spawn(acks.into_actor(self).map(move |accepted, act, ctx| {
+                    drop(permit);
+                    act.on_accepted(offset, accepted, ctx);
+                }));
+            }
+            // Shutdown interrupted it: leave it incomplete (and its key blocked).
+            Ok(Processed::Abandoned) => {
+                self.running -= 1;
+                self.check_drained(ctx);
+            }
+            Ok(Processed::StageFailed(cause)) => {
+                self.running -= 1;
+                self.fail(ctx, cause);
+            }
+            Err(_) => {
+                self.running -= 1;
+                self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, offset: i64, accepted: Result<(), TransportError>, ctx: &mut Context<Self>) {
+        self.running -= 1;
+        if let Err(e) = accepted {
+            self.fail(ctx, format!("an output of {}@{offset} was not accepted: {e}", self.tp));
+            return;
+        }
+        self.tracker.complete(offset);
+        StageStats::add(&self.stats.completed, 1);
+        self.since_commit += 1;
+        if self.since_commit >= self.settings.commit.every {
+            self.commit(ctx);
+        }
+        self.check_drained(ctx);
+    }
+
+    fn commit(&mut self, ctx: &mut Context<Self>) {
+        if self.commit_running {
+            return;
+        }
+        let Some(offset) = self.tracker.committable() else {
+            return;
+        };
+        self.commit_running = true;
+        self.since_commit = 0;
+        let (committer, tp) = (self.committer.clone(), self.tp.clone());
+        let commit = async move { committer.commit(&tp, offset).await };
+        ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
+            act.commit_running = false;
+            match result {
+                Ok(()) => {
+                    act.tracker.mark_committed(offset);
+                    act.stats.set_committed(&act.tp.to_string(), offset);
+                }
+                Err(TransportError::NotOwner(_)) => {
+                    tracing::warn!(partition = %act.tp, offset, "commit refused: partition reassigned; stopping");
+                    act.finishing = true;
+                    ctx.stop();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %act.tp, offset, error = %e, "commit failed");
+                    if act.finishing {
+                        // The final commit failed: stop anyway; the next owner re-reads
+                        // from the last committed offset (duplicates, never losses).
+                        ctx.stop();
+                        return;
+                    }
+                }
+            }
+            if act.finishing {
+                act.finish(ctx);
+            }
+        }));
+    }
+
+    fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        let stopping = !self.draining.is_empty() || self.failure.is_some();
+        if stopping && self.running == 0 && !self.finishing {
+            self.finish(ctx);
+        }
+    }
+
+    /// Final commit of what is complete, then stop.
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.finishing = true;
+        if self.commit_running {
+            return; // the running commit calls finish again when it returns
+        }
+        match self.tracker.committable() {
+            Some(_) => self.commit(ctx),
+            None => ctx.stop(),
+        }
+    }
+
+    fn stop_reading(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.pull.take() {
+            ctx.cancel_future(h);
+        }
+        self.stream = None;
+    }
+
+    /// Stops reading, lets the records already running finish (bounded by the drain
+    /// timeout) so their offsets can be committed, then stops and reports `cause`.
+    fn fail(&mut self, ctx: &mut Context<Self>, cause: String) {
+        if self.failure.is_none() {
+            tracing::error!(stage = %self.settings.stage, partition = %self.tp, %cause, "partition consumer failed");
+            self.failure = Some(cause);
+            self.stop_reading(ctx);
+            self.lanes.clear();
+            self.finish_by_deadline(ctx);
+        }
+        // Called again for each running record that reports the same failure.
+        self.check_drained(ctx);
+    }
+
+    fn finish_by_deadline(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(self.settings.drain_timeout, |act, ctx| {
+            if !act.finishing {
+                tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
+                    "drain timed out; committing what is complete");
+                act.lanes.clear();
+                act.finish(ctx);
+            }
+        });
+    }
+}
+
+impl Actor for PartitionConsumer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(stage = %self.settings.stage, partition = %self.tp, "partition consumer started");
+        ctx.run_interval(self.settings.commit.interval, |act, ctx| act.commit(ctx));
+        self.pull_next(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        tracing::debug!(stage = %self.settings.stage, partition = %self.tp,
+            committed = ?self.tracker.committed(), "partition consumer stopped");
+        for reply in self.draining.drain(..) {
+            let _ = reply.send(());
+        }
+        self.owner.do_send(PartitionExited { tp: self.tp.clone(), failure: self.failure.take() });
+    }
+}
+
+impl Handler<Drain> for PartitionConsumer {
+    type Result = ();
+
+    fn handle(&mut self, Drain(reply): Drain, ctx: &mut Self::Context) {
+        self.draining.push(reply);
+        if self.draining.len() > 1 {
+            return;
+        }
+        self.stop_reading(ctx);
+        if self.failure.is_none() {
+            self.finish_by_deadline(ctx);
+        }
+        self.check_drained(ctx);
+    }
+}

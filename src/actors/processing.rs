@@ -1,0 +1,203 @@
+//! What happens to one record inside a stage: payload check, rate limit, the kind's
+//! `handle` with retries, then its outputs — or the dead-letter topic.
+//!
+//! Failure classes: a `Transient` error is retried with the stage's backoff while the
+//! record's key lane and offset wait; after the last attempt the record is dead-lettered
+//! as `transient`. A `Permanent` error, a payload that does not match its topic, or an
+//! invalid output dead-letters at once. A record the stage panicked on is retried through
+//! stage restarts and dead-lettered as `panic` once it reached the attempt limit, so one
+//! poison record cannot keep a stage restarting forever.
+
+use super::producer::{Acks, OutputProducer, SendError};
+use super::stats::StageStats;
+use crate::envelope::Record;
+use crate::stages::payload::PayloadChecks;
+use crate::stages::{Stage, StageContext, StageError};
+use crate::topology::plan::StagePlan;
+use dashmap::DashMap;
+use futures::FutureExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// Tells long waits (backoff, backpressure) that the node is shutting down.
+#[derive(Clone)]
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    pub fn pair() -> (watch::Sender<bool>, Stopping) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Stopping(rx))
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Sleeps for `d`; returns true if stopping began first.
+    pub async fn sleep_or_stop(&self, d: Duration) -> bool {
+        let mut rx = self.0.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.is_stopped(),
+            _ = rx.wait_for(|s| *s) => true,
+        }
+    }
+}
+
+pub enum Processed {
+    /// The outputs (or the dead letter) are queued in order; `Acks` resolve on acceptance.
+    Enqueued(Acks),
+    /// Shutdown interrupted the record; it is not complete and will be delivered again.
+    Abandoned,
+    /// The stage panicked on the record; the stage must be restarted.
+    StageFailed(String),
+}
+
+/// Records a stage panicked on, by (topic, partition, offset): how often and the last
+/// message. Outlives stage restarts.
+#[derive(Debug, Default)]
+pub struct PoisonLog(DashMap<(Arc<str>, i32, i64), (u32, String)>);
+
+impl PoisonLog {
+    pub fn note(&self, record: &(Arc<str>, i32, i64), message: &str) -> u32 {
+        let mut e = self.0.entry(record.clone()).or_insert((0, String::new()));
+        e.0 += 1;
+        e.1 = message.to_string();
+        e.0
+    }
+
+    fn get(&self, r: &Record) -> Option<(u32, String)> {
+        self.0.get(&(r.topic.clone(), r.partition, r.offset)).map(|e| e.clone())
+    }
+
+    fn forget(&self, r: &Record) {
+        self.0.remove(&(r.topic.clone(), r.partition, r.offset));
+    }
+}
+
+pub struct RecordProcessor {
+    plan: Arc<StagePlan>,
+    stage: Arc<dyn Stage>,
+    out: OutputProducer,
+    checks: PayloadChecks,
+    limiter: Option<DefaultDirectRateLimiter>,
+    concurrency: Semaphore,
+    poison: Arc<PoisonLog>,
+    stats: Arc<StageStats>,
+    stopping: Stopping,
+}
+
+impl RecordProcessor {
+    pub fn new(
+        plan: Arc<StagePlan>,
+        stage: Arc<dyn Stage>,
+        out: OutputProducer,
+        checks: PayloadChecks,
+        poison: Arc<PoisonLog>,
+        stats: Arc<StageStats>,
+        stopping: Stopping,
+    ) -> Self {
+        let limiter = plan
+            .rate_limit
+            .map(|r| RateLimiter::direct(Quota::per_second(r.per_second).allow_burst(r.burst)));
+        let concurrency = Semaphore::new(plan.concurrency);
+        RecordProcessor { plan, stage, out, checks, limiter, concurrency, poison, stats, stopping }
+    }
+
+    pub fn poison(&self) -> &PoisonLog {
+        &self.poison
+    }
+
+    pub async fn process(&self, record: Record) -> Processed {
+        StageStats::add(&self.stats.consumed, 1);
+        if let Some((count, message)) = self.poison.get(&record) {
+            if count >= self.plan.retry.attempts {
+                self.poison.forget(&record);
+                let reason = format!("stage panicked {count} times on this record: {message}");
+                return self.dead_letter(&record, "panic", &reason, count).await;
+            }
+        }
+        if self.checks.declares(&record.topic) {
+            if let Err(reason) = self.checks.check_bytes(&record.topic, &record.payload) {
+                return self.dead_letter(&record, "permanent", &reason, 0).await;
+            }
+        }
+        let mut attempt = 1;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                tokio::select! {
+                    _ = limiter.until_ready() => {}
+                    _ = self.stopping.sleep_or_stop(Duration::from_secs(3600)) => return Processed::Abandoned,
+                }
+            }
+            let result = {
+                let Ok(_permit) = self.concurrency.acquire().await else {
+                    return Processed::Abandoned;
+                };
+                let cx = StageContext { stage: &self.plan.name, attempt };
+                self.stage.handle(&record, &cx).await
+            };
+            match result {
+                Ok(outputs) => return self.emit(&record, outputs, attempt).await,
+                Err(StageError::Transient(reason)) if attempt < self.plan.retry.attempts => {
+                    StageStats::add(&self.stats.retried, 1);
+                    let wait = self.plan.retry.delay(attempt);
+                    tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+                        offset = record.offset, attempt, ?wait, %reason, "transient failure; retrying");
+                    if self.stopping.sleep_or_stop(wait).await {
+                        return Processed::Abandoned;
+                    }
+                    attempt += 1;
+                }
+                Err(StageError::Transient(reason)) => {
+                    let reason = format!("gave up after {attempt} attempts: {reason}");
+                    return self.dead_letter(&record, "transient", &reason, attempt).await;
+                }
+                Err(StageError::Permanent(reason)) => {
+                    return self.dead_letter(&record, "permanent", &reason, attempt).await;
+                }
+            }
+        }
+    }
+
+    async fn emit(&self, record: &Record, outputs: Vec<crate::stages::Output>, attempt: u32) -> Processed {
+        let business = outputs.iter().filter(|o| o.business.is_some()).count() as u64;
+        let records = match self.out.prepare(record, outputs, attempt) {
+            Ok(r) => r,
+            Err(reason) => return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt).await,
+        };
+        let n = records.len() as u64;
+        match self.out.send_all(records, &self.stopping).await {
+            Ok(acks) => {
+                StageStats::add(&self.stats.produced, n);
+                StageStats::add(&self.stats.business, business);
+                Processed::Enqueued(acks)
+            }
+            Err(SendError::Stopped) => Processed::Abandoned,
+            Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt).await,
+        }
+    }
+
+    async fn dead_letter(&self, record: &Record, class: &str, reason: &str, attempts: u32) -> Processed {
+        let Some(dead) = self.out.dead_letter(record, class, reason, attempts) else {
+            // No DLQ configured: say loudly what is skipped, so it can be found and replayed.
+            StageStats::add(&self.stats.dropped, 1);
+            tracing::error!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+                offset = record.offset, class, %reason, payload = %String::from_utf8_lossy(&record.payload),
+                "record failed and the stage has no `dlq`; skipping it");
+            return Processed::Enqueued(futures::future::ready(Ok(())).boxed());
+        };
+        tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+            offset = record.offset, class, %reason, "dead-lettering record");
+        match self.out.send_all(vec![dead], &self.stopping).await {
+            Ok(acks) => {
+                StageStats::add(&self.stats.dead_lettered, 1);
+                Processed::Enqueued(acks)
+            }
+            Err(SendError::Stopped) => Processed::Abandoned,
+            // The DLQ itself refused the record: fail the partition rather than lose it.
+            Err(SendError::Refused(e)) => Processed::Enqueued(futures::future::ready(Err(e)).boxed()),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The `weir` command. Thin: each subcommand loads the topology, calls the library, and
+//! maps the outcome to an exit code (0 ok, 1 failed or invalid, 2 usage).
+
+mod load;
+mod produce;
+mod run;
+mod tail;
+
+use crate::stages::Registry;
+use crate::topology::GraphFormat;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Run stream-processing pipelines declared in topology.yaml",
+    long_about = "weir runs the stages declared in a topology file as supervised actors fed by \
+partition consumers, on an embedded in-process log (default) or on Kafka. Every node runs \
+this same binary; `--node` picks which stages this process runs."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct TopologyArg {
+    /// The topology file.
+    #[arg(short = 't', long = "topology", env = "WEIR_TOPOLOGY", default_value = "topology.yaml")]
+    pub file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the topology's stages (all of them, or one node's) until SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Check the topology file and print every problem with its line and column.
+    Validate {
+        #[command(flatten)]
+        topology: TopologyArg,
+    },
+    /// Print the wiring of stages, topics, outputs, DLQs and nodes.
+    Graph {
+        #[command(flatten)]
+        topology: TopologyArg,
+        /// mermaid (paste into a Markdown file) or dot (Graphviz).
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Publish JSON records read from stdin (one per line) to a topic.
+    Produce(produce::ProduceArgs),
+    /// Print a topic's records as JSON lines.
+    Tail(tail::TailArgs),
+}
+
+/// Runs the CLI with the built-in stage kinds.
+pub fn main() -> ExitCode {
+    main_with(Registry::builtin())
+}
+
+/// Runs the CLI with your own registry: `Registry::builtin()` plus your kinds.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args, registry),
+        Command::Validate { topology } => {
+            load::load(&topology.file, &registry).map(|t| println!("{}", t.summary()))
+        }
+        Command::Graph { topology, format } => {
+            load::load(&topology.file, &registry).map(|t| print!("{}", t.graph(format)))
+        }
+        Command::Produce(args) => produce::produce(args, &registry),
+        Command::Tail(args) => tail::tail(args, &registry),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = std::env::var("WEIR_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}\n{n} error(s); nothing was started", n = .0.len())]
+    Invalid(crate::topology::Diagnostics),
+    #[error("{0}")]
+    Plan(#[from] crate::topology::PlanError),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}

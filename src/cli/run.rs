@@ -1,0 +1,76 @@
+//! `weir run`: start the node and stop it cleanly on SIGINT/SIGTERM.
+
+use super::{load, CliError, TopologyArg};
+use crate::runtime::{self, NodeOptions};
+use crate::stages::Registry;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    topology: TopologyArg,
+    /// Run only this node's stages and ingress (from `nodes:`); default: everything.
+    #[arg(long, env = "WEIR_NODE")]
+    node: Option<String>,
+    /// Where stages keep their files (SQLite databases, outbox).
+    #[arg(long, env = "WEIR_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Longest time a shutdown may take (drain, final commits, flush).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: std::time::Duration,
+}
+
+pub fn run(args: RunArgs, registry: Registry) -> Result<(), CliError> {
+    let topology = load::load(&args.topology.file, &registry)?;
+    let plan = topology.plan(args.node.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot start: {e}")))?;
+    rt.block_on(async move {
+        let stages: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
+        let mut opts = NodeOptions::new(plan, Arc::new(registry));
+        opts.data_dir = args.data_dir;
+        opts.shutdown_timeout = args.shutdown_timeout;
+        let mut node = runtime::start(opts).await?;
+        tracing::info!(topology = %topology.name(), node = ?args.node, transport = node.transport.kind(),
+            ?stages, "weir is running; Ctrl-C to stop");
+        let exit = tokio::select! {
+            _ = shutdown_signal() => None,
+            exit = node.wait() => Some(exit),
+        };
+        let exit = match exit {
+            Some(exit) => exit,
+            None => node.shutdown().await,
+        };
+        if exit.code == 0 {
+            Ok(())
+        } else {
+            Err(CliError::Failed(format!("node stopped: {}", exit.reason)))
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("signal received; shutting down");
+}

@@ -1,0 +1,290 @@
+//! Records and their envelope: the metadata every record carries in its headers.
+//!
+//! Headers are ordered `(name, bytes)` pairs exactly like Kafka record headers, so the
+//! Kafka transport maps them one to one. The envelope fields (message id, correlation id,
+//! conversation id, producing stage, created-at, attempt, W3C trace context) are stamped
+//! by `actors::producer` on every record a stage or ingress emits.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Header names of the envelope.
+pub mod header {
+    pub const MESSAGE_ID: &str = "weir-message-id";
+    /// The message id of the record this one was produced from.
+    pub const CAUSATION_ID: &str = "weir-causation-id";
+    pub const CORRELATION_ID: &str = "weir-correlation-id";
+    pub const CONVERSATION_ID: &str = "weir-conversation-id";
+    pub const STAGE: &str = "weir-stage";
+    /// Milliseconds since the Unix epoch when the record was produced.
+    pub const CREATED_AT: &str = "weir-created-at";
+    /// Milliseconds since the Unix epoch when the first record of this flow entered weir.
+    pub const ORIGIN_AT: &str = "weir-origin-at";
+    /// How many attempts the producing stage needed.
+    pub const ATTEMPT: &str = "weir-attempt";
+    /// `business` when the record reports a business outcome (rejection, conflict).
+    pub const OUTCOME: &str = "weir-outcome";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+
+    /// Dead-letter headers, set on records routed to a stage's DLQ.
+    pub const DLQ_STAGE: &str = "weir-dlq-stage";
+    pub const DLQ_ERROR_CLASS: &str = "weir-dlq-error-class";
+    pub const DLQ_REASON: &str = "weir-dlq-reason";
+    pub const DLQ_TOPIC: &str = "weir-dlq-original-topic";
+    pub const DLQ_PARTITION: &str = "weir-dlq-original-partition";
+    pub const DLQ_OFFSET: &str = "weir-dlq-original-offset";
+    pub const DLQ_ATTEMPTS: &str = "weir-dlq-attempts";
+
+    /// Maps an envelope field name usable as a `key` (see `topology::ENVELOPE_FIELDS`)
+    /// to its header.
+    pub fn for_field(field: &str) -> Option<&'static str> {
+        match field {
+            "message_id" => Some(MESSAGE_ID),
+            "correlation_id" => Some(CORRELATION_ID),
+            "conversation_id" => Some(CONVERSATION_ID),
+            _ => None,
+        }
+    }
+}
+
+/// Ordered record headers. A name may repeat (as in Kafka); `get` returns the last value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(String, Bytes)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Sets `name`, replacing any earlier values.
+    pub fn set(&mut self, name: &str, value: impl Into<Bytes>) {
+        self.0.retain(|(n, _)| n != name);
+        self.0.push((name.to_string(), value.into()));
+    }
+
+    pub fn set_str(&mut self, name: &str, value: &str) {
+        self.set(name, Bytes::copy_from_slice(value.as_bytes()));
+    }
+
+    /// Appends without replacing (for transports that read repeated headers).
+    pub fn push(&mut self, name: String, value: Bytes) {
+        self.0.push((name, value));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition { topic: Arc::from(topic), partition }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub headers: Headers,
+    pub payload: Bytes,
+    /// Milliseconds since the Unix epoch, as the transport stamped it.
+    pub timestamp_ms: i64,
+}
+
+impl Record {
+    pub fn key_str(&self) -> Option<&str> {
+        self.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get_str(name)
+    }
+
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition { topic: self.topic.clone(), partition: self.partition }
+    }
+}
+
+/// A record on its way to a topic.
+#[derive(Debug, Clone)]
+pub struct OutgoingRecord {
+    pub topic: String,
+    /// Set to pin a partition; otherwise the transport partitions by key (murmur2).
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub headers: Headers,
+    pub payload: Bytes,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn new_message_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// W3C trace context (`traceparent`). The exporter comes with the observability work;
+/// until then weir keeps the context flowing so a trace is never broken at a hop.
+pub mod trace_context {
+    /// A new root context: `00-<trace id>-<span id>-01`.
+    pub fn new_root() -> String {
+        let t = uuid::Uuid::new_v4().simple().to_string();
+        format!("00-{t}-{}-01", new_span_id())
+    }
+
+    /// A child of `parent` (same trace id, new span id), or a new root if `parent` is
+    /// missing or malformed.
+    pub fn child_of(parent: Option<&str>) -> String {
+        match parent.and_then(parse) {
+            Some((trace_id, flags)) => format!("00-{trace_id}-{}-{flags}", new_span_id()),
+            None => new_root(),
+        }
+    }
+
+    /// The trace id of a `traceparent`, if well formed.
+    pub fn trace_id(traceparent: &str) -> Option<&str> {
+        parse(traceparent).map(|(t, _)| t)
+    }
+
+    fn parse(tp: &str) -> Option<(&str, &str)> {
+        let mut parts = tp.split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (version == "00" && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32))
+            .then_some((trace, flags))
+    }
+
+    fn new_span_id() -> String {
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        u[..16].to_string()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn child_keeps_trace_id_and_changes_span() {
+            let root = new_root();
+            let child = child_of(Some(&root));
+            assert_eq!(trace_id(&root), trace_id(&child));
+            assert_ne!(root, child);
+            assert_eq!(child.len(), 55);
+        }
+
+        #[test]
+        fn malformed_parent_starts_a_new_trace() {
+            let child = child_of(Some("00-zz-1-01"));
+            assert!(trace_id(&child).is_some());
+        }
+    }
+}
+
+/// Stamps the envelope of a record that starts a flow (an ingress request): a new message
+/// id that is also the correlation id unless one is given, the origin time, and a trace
+/// context continuing `traceparent` when the caller sent one.
+pub fn stamp_origin(headers: &mut Headers, stage: &str, traceparent: Option<&str>) -> String {
+    let id = new_message_id();
+    let now = now_ms().to_string();
+    headers.set_str(header::MESSAGE_ID, &id);
+    if headers.get(header::CORRELATION_ID).is_none() {
+        headers.set_str(header::CORRELATION_ID, &id);
+    }
+    headers.set_str(header::STAGE, stage);
+    headers.set_str(header::CREATED_AT, &now);
+    headers.set_str(header::ORIGIN_AT, &now);
+    headers.set_str(header::ATTEMPT, "1");
+    headers.set_str(header::TRACEPARENT, &trace_context::child_of(traceparent));
+    id
+}
+
+/// The envelope of a record a stage produced from `parent`: the parent's headers (minus
+/// dead-letter ones) with a new message id, the parent's id as causation id, this stage,
+/// the attempt count and a child trace context. Correlation and conversation ids and the
+/// origin time carry over.
+pub fn stamp_child(parent: &Headers, stage: &str, attempt: u32) -> Headers {
+    let mut h = Headers(
+        parent.0.iter().filter(|(n, _)| !n.starts_with("weir-dlq-") && n != header::OUTCOME).cloned().collect(),
+    );
+    let id = new_message_id();
+    if let Some(parent_id) = parent.get(header::MESSAGE_ID) {
+        h.set(header::CAUSATION_ID, Bytes::copy_from_slice(parent_id));
+        if parent.get(header::CORRELATION_ID).is_none() {
+            h.set(header::CORRELATION_ID, Bytes::copy_from_slice(parent_id));
+        }
+    }
+    h.set_str(header::MESSAGE_ID, &id);
+    h.set_str(header::STAGE, stage);
+    h.set_str(header::CREATED_AT, &now_ms().to_string());
+    if parent.get(header::ORIGIN_AT).is_none() {
+        h.set_str(header::ORIGIN_AT, &now_ms().to_string());
+    }
+    h.set_str(header::ATTEMPT, &attempt.to_string());
+    h.set_str(header::TRACEPARENT, &trace_context::child_of(parent.get_str(header::TRACEPARENT)));
+    h
+}
+
+impl Record {
+    /// The record as one JSON object (`weir tail`, the admin API): payload as JSON when it
+    /// parses, else as text.
+    pub fn to_json(&self) -> serde_json::Value {
+        let headers: serde_json::Map<String, serde_json::Value> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), serde_json::Value::String(String::from_utf8_lossy(v).into_owned())))
+            .collect();
+        let payload = serde_json::from_slice::<serde_json::Value>(&self.payload)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&self.payload).into_owned()));
+        serde_json::json!({
+            "topic": &*self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+            "key": self.key_str(),
+            "headers": headers,
+            "payload": payload,
+        })
+    }
+}

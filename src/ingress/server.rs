@@ -1,0 +1,74 @@
+//! Serves the node's ingress listeners: one HTTP server per listen address, with the
+//! routes of every ingress on that address merged.
+
+use super::{IngressEnv, Publisher};
+use crate::stages::payload::PayloadChecks;
+use crate::stages::Registry;
+use crate::topology::plan::IngressPlan;
+use crate::transport::Producer;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error("ingress `{0}`: unknown kind `{1}`")]
+    UnknownKind(String, String),
+    #[error(transparent)]
+    Build(#[from] crate::stages::BuildError),
+    #[error("cannot listen on {addr} (ingress {names}): {source}")]
+    Bind { addr: String, names: String, source: std::io::Error },
+}
+
+/// A bound listener with its routes, ready to serve.
+pub struct BoundIngress {
+    pub addr: SocketAddr,
+    pub names: Vec<String>,
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+}
+
+/// Builds and binds every listener first, so that a port in use fails the node's start
+/// instead of surfacing later.
+pub async fn bind_all(
+    plans: &[IngressPlan],
+    registry: &Registry,
+    producer: Arc<dyn Producer>,
+    checks: &PayloadChecks,
+    data_dir: &Path,
+) -> Result<Vec<BoundIngress>, IngressError> {
+    let mut by_addr: BTreeMap<String, (Vec<String>, axum::Router)> = BTreeMap::new();
+    for plan in plans {
+        let factory = registry
+            .ingress_factory(&plan.kind)
+            .ok_or_else(|| IngressError::UnknownKind(plan.name.clone(), plan.kind.clone()))?;
+        let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone());
+        let env = IngressEnv { plan: plan.clone(), publisher, data_dir: data_dir.to_path_buf() };
+        let router = factory.router(&plan.config, env)?;
+        let entry = by_addr.entry(plan.listen.clone()).or_insert_with(|| (Vec::new(), axum::Router::new()));
+        entry.0.push(plan.name.clone());
+        entry.1 = std::mem::take(&mut entry.1).merge(router);
+    }
+    let mut bound = Vec::new();
+    for (addr, (names, router)) in by_addr {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| IngressError::Bind { addr: addr.clone(), names: names.join(", "), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| IngressError::Bind { addr: addr.clone(), names: names.join(", "), source })?;
+        bound.push(BoundIngress { addr, names, listener, router });
+    }
+    Ok(bound)
+}
+
+impl BoundIngress {
+    /// Serves until `shutdown` resolves; in-flight requests finish first.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+        tracing::info!(addr = %self.addr, ingress = ?self.names, "ingress listening");
+        if let Err(e) = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await {
+            tracing::error!(addr = %self.addr, error = %e, "ingress server failed");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! weir — an actor-based stream-processing runtime.
+//!
+//! Where things are:
+//! - [`topology`]: the description (`topology.yaml`): parse, validate, plan. Pure.
+//! - [`transport`]: where records live — the embedded in-process log or Kafka — behind one trait.
+//! - [`actors`]: the running machinery: supervisor, partition consumers, stage actors, producer.
+//! - [`stages`]: stage kinds, one module each, and the registry that names them.
+//! - [`ingress`]: HTTP listeners that publish requests into topics.
+//! - [`runtime`]: builds a node from a plan and runs it until shutdown.
+//! - [`cli`]: the `weir` command.
+//!
+//! A record enters at a partition stream (`transport`), is handled in
+//! `actors::partition_consumer` → `actors::stage_actor`, leaves through `actors::producer`,
+//! and its offset is committed back in `actors::partition_consumer` once every output was
+//! accepted.
+
+pub mod topology;
+pub mod envelope;
+pub mod transport;
+pub mod stages;
+pub mod ingress;
+pub mod net;
+pub mod actors;
+pub mod runtime;
+pub mod cli;

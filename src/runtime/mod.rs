@@ -1,0 +1,274 @@
+//! Runs one node: the plan's stages under a supervisor, its ingress listeners and its
+//! admin port, on an actix system of its own thread, until it is asked to stop or its
+//! supervisor gives up. The CLI and the tests start nodes the same way.
+
+pub mod admin;
+
+use crate::actors::stats::NodeStats;
+use crate::actors::supervisor::{
+    Health, NodeExit, NodeSupervisor, RestartBackoff, RestartBudget, Shutdown, SupervisorConfig,
+};
+use crate::ingress::server::{bind_all, IngressError};
+use crate::stages::payload::PayloadChecks;
+use crate::stages::Registry;
+use crate::topology::plan::Plan;
+use crate::topology::spec::TransportKind;
+use crate::transport::embedded::EmbeddedTransport;
+use crate::transport::{Transport, TransportError};
+use actix::Actor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+pub struct NodeOptions {
+    pub plan: Plan,
+    pub registry: Arc<Registry>,
+    /// Use this transport instead of creating one from the plan (tests share one).
+    pub transport: Option<Arc<dyn Transport>>,
+    pub data_dir: PathBuf,
+    pub budget: RestartBudget,
+    pub restart_backoff: RestartBackoff,
+    /// Bound on the whole shutdown: draining, final commits, producer flush.
+    pub shutdown_timeout: Duration,
+    /// Worker threads of the node's runtime (default: one per core).
+    pub worker_threads: Option<usize>,
+}
+
+impl NodeOptions {
+    pub fn new(plan: Plan, registry: Arc<Registry>) -> Self {
+        NodeOptions {
+            plan,
+            registry,
+            transport: None,
+            data_dir: PathBuf::from("data"),
+            budget: RestartBudget::default(),
+            restart_backoff: RestartBackoff::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            worker_threads: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Ingress(#[from] IngressError),
+    #[error("payload declarations: {0}")]
+    Payload(String),
+    #[error("admin port {addr}: {source}")]
+    Admin { addr: String, source: std::io::Error },
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot start the node's runtime: {0}")]
+    Start(String),
+    #[error("transport `{0}` is not available in this build")]
+    Unsupported(String),
+}
+
+/// The transport a plan asks for.
+pub fn connect(plan: &Plan) -> Result<Arc<dyn Transport>, RuntimeError> {
+    match plan.transport {
+        TransportKind::Embedded => Ok(Arc::new(EmbeddedTransport::new(plan.embedded_capacity))),
+        TransportKind::Kafka => Err(RuntimeError::Unsupported("kafka".into())),
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    stop: Option<oneshot::Sender<()>>,
+    exit: Option<oneshot::Receiver<NodeExit>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub transport: Arc<dyn Transport>,
+    pub stats: Arc<NodeStats>,
+    pub health: Arc<Health>,
+    /// Where each ingress listener is bound (the port, if `:0` was asked).
+    pub ingress: Vec<(Vec<String>, SocketAddr)>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl NodeHandle {
+    /// Asks the node to stop (stop ingress, drain, commit, flush) and waits for it.
+    pub async fn shutdown(mut self) -> NodeExit {
+        self.request_stop();
+        self.wait().await
+    }
+
+    /// Asks the node to stop without waiting.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until the node ends (after a stop request, or when its supervisor gives up).
+    /// Cancel-safe: a `wait` dropped early can be called again.
+    pub async fn wait(&mut self) -> NodeExit {
+        let exit = match self.exit.as_mut() {
+            Some(rx) => rx.await.unwrap_or(NodeExit { code: 1, reason: "node thread ended unexpectedly".into() }),
+            None => NodeExit { code: 1, reason: "already waited".into() },
+        };
+        self.exit = None;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        exit
+    }
+
+    /// The ingress address of the listener that serves `name`.
+    pub fn ingress_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.ingress.iter().find(|(names, _)| names.iter().any(|n| n == name)).map(|(_, a)| *a)
+    }
+}
+
+struct Started {
+    ingress: Vec<(Vec<String>, SocketAddr)>,
+    admin: Option<SocketAddr>,
+}
+
+/// Starts a node and returns once its listeners are bound and its supervisor started.
+pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
+    let transport = match &opts.transport {
+        Some(t) => t.clone(),
+        None => connect(&opts.plan)?,
+    };
+    std::fs::create_dir_all(&opts.data_dir)
+        .map_err(|source| RuntimeError::DataDir { path: opts.data_dir.clone(), source })?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("weir-worker");
+    if let Some(n) = opts.worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let rt = builder.build().map_err(|e| RuntimeError::Start(e.to_string()))?;
+    let stats = Arc::new(NodeStats::default());
+    let health = Arc::new(Health::default());
+    let (ready_tx, ready_rx) = oneshot::channel::<Result<Started, RuntimeError>>();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let (t, s, h) = (transport.clone(), stats.clone(), health.clone());
+    let thread = std::thread::Builder::new()
+        .name("weir-node".into())
+        .spawn(move || {
+            let system = actix_rt::System::with_tokio_rt(move || rt);
+            system.block_on(run_node(opts, t, s, h, ready_tx, stop_rx, exit_tx));
+        })
+        .map_err(|e| RuntimeError::Start(e.to_string()))?;
+    match ready_rx.await {
+        Ok(Ok(started)) => Ok(NodeHandle {
+            stop: Some(stop_tx),
+            exit: Some(exit_rx),
+            thread: Some(thread),
+            transport,
+            stats,
+            health,
+            ingress: started.ingress,
+            admin: started.admin,
+        }),
+        Ok(Err(e)) => {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            Err(e)
+        }
+        Err(_) => Err(RuntimeError::Start("the node thread ended during start".into())),
+    }
+}
+
+async fn run_node(
+    opts: NodeOptions,
+    transport: Arc<dyn Transport>,
+    stats: Arc<NodeStats>,
+    health: Arc<Health>,
+    ready: oneshot::Sender<Result<Started, RuntimeError>>,
+    stop: oneshot::Receiver<()>,
+    exit: oneshot::Sender<NodeExit>,
+) {
+    let prepared = prepare(&opts, &transport, &stats, &health).await;
+    let (ingress, admin, checks) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (http_stop_tx, http_stop) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut started = Started { ingress: Vec::new(), admin: None };
+    let mut servers = Vec::new();
+    for bound in ingress {
+        started.ingress.push((bound.names.clone(), bound.addr));
+        servers.push(tokio::spawn(bound.serve(stopped(http_stop.clone()))));
+    }
+    let mut admin_server = None;
+    if let Some(a) = admin {
+        started.admin = Some(a.addr);
+        admin_server = Some(tokio::spawn(a.serve(stopped(http_stop.clone()))));
+    }
+
+    let (gave_up_tx, gave_up) = oneshot::channel();
+    let supervisor = NodeSupervisor::new(SupervisorConfig {
+        node: opts.plan.node.clone(),
+        stages: opts.plan.stages.clone(),
+        registry: opts.registry.clone(),
+        transport: transport.clone(),
+        checks,
+        data_dir: opts.data_dir.clone(),
+        budget: opts.budget,
+        backoff: opts.restart_backoff,
+        stats,
+        health,
+        exit: gave_up_tx,
+    })
+    .start();
+    let _ = ready.send(Ok(started));
+
+    let result = tokio::select! {
+        _ = stop => {
+            tracing::info!("shutting down: closing ingress, draining stages");
+            // Stop taking requests first, so everything accepted is also processed.
+            let _ = http_stop_tx.send(true);
+            for s in servers.drain(..) {
+                let _ = s.await;
+            }
+            match supervisor.send(Shutdown { timeout: opts.shutdown_timeout }).await {
+                Ok(exit) => exit,
+                Err(_) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
+            }
+        }
+        gave_up = gave_up => gave_up.unwrap_or(NodeExit { code: 1, reason: "supervisor stopped".into() }),
+    };
+    let _ = http_stop_tx.send(true);
+    for s in servers.into_iter().chain(admin_server) {
+        let _ = s.await;
+    }
+    tracing::info!(code = result.code, reason = %result.reason, "node stopped");
+    let _ = exit.send(result);
+    actix_rt::System::current().stop();
+}
+
+type Prepared = (Vec<crate::ingress::server::BoundIngress>, Option<admin::BoundAdmin>, PayloadChecks);
+
+async fn prepare(
+    opts: &NodeOptions,
+    transport: &Arc<dyn Transport>,
+    stats: &Arc<NodeStats>,
+    health: &Arc<Health>,
+) -> Result<Prepared, RuntimeError> {
+    let topics: Vec<_> = opts.plan.topics.values().cloned().collect();
+    transport.ensure_topics(&topics).await?;
+    let checks =
+        PayloadChecks::build(opts.plan.topics.values(), opts.registry.payloads()).map_err(RuntimeError::Payload)?;
+    let ingress = bind_all(&opts.plan.ingress, &opts.registry, transport.producer(), &checks, &opts.data_dir).await?;
+    let admin = match &opts.plan.admin_listen {
+        Some(addr) => Some(
+            admin::bind(addr, transport.clone(), checks.clone(), stats.clone(), health.clone())
+                .await
+                .map_err(|source| RuntimeError::Admin { addr: addr.clone(), source })?,
+        ),
+        None => None,
+    };
+    Ok((ingress, admin, checks))
+}

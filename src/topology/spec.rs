@@ -1,0 +1,306 @@
+//! The shape of `topology.yaml`, as serde reads it. Every field is documented in
+//! `docs/topology.md`; keep the two in step. Values here are still unvalidated text
+//! (durations, rates, references): `validate` checks them with source locations and
+//! `plan` turns them into the typed plan the runtime executes.
+//!
+//! Unknown keys are not refused here but by `source::SourceIndex::unknown_fields`, which
+//! reports every one with its location and lets validation go on to the other problems.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct TopologySpec {
+    /// A name for logs and the graph title; defaults to the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub transport: TransportKind,
+    #[serde(default)]
+    pub embedded: EmbeddedSpec,
+    /// Reserved for the Kafka transport; accepted and validated for shape only.
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+    #[serde(default)]
+    pub admin: AdminSpec,
+    /// Defaults applied to every stage that does not set the field itself.
+    #[serde(default)]
+    pub defaults: StageDefaults,
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicSpec>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageSpec>,
+    #[serde(default)]
+    pub ingress: BTreeMap<String, IngressSpec>,
+    /// node name → the stages and ingress listeners that node runs.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+/// The in-process transport: an in-memory partitioned log for one process.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct EmbeddedSpec {
+    /// Records kept per partition before producers wait (default 100000).
+    #[serde(default)]
+    pub max_records_per_partition: Option<u64>,
+}
+
+/// Kafka connection settings (used by the Kafka transport).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct KafkaSpec {
+    #[serde(default)]
+    pub brokers: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub security: KafkaSecuritySpec,
+    #[serde(default)]
+    pub auto_create_topics: bool,
+    /// librdkafka properties passed through to every producer.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+    /// librdkafka properties passed through to every consumer.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct KafkaSecuritySpec {
+    /// PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Write `${VAR}` here; the value is never logged.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ca_location: Option<String>,
+    #[serde(default)]
+    pub certificate_location: Option<String>,
+    #[serde(default)]
+    pub key_location: Option<String>,
+}
+
+/// The node's own HTTP port: health, readiness, metrics, and the embedded transport's
+/// produce/tail endpoints used by `weir produce` and `weir tail`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct AdminSpec {
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct StageDefaults {
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub commit: Option<CommitSpec>,
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopicSpec {
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// How long records are kept (Kafka `retention.ms`), e.g. `7d`.
+    #[serde(default)]
+    pub retention: Option<String>,
+    #[serde(default)]
+    pub cleanup_policy: CleanupPolicy,
+    #[serde(default)]
+    pub replication_factor: Option<u16>,
+    /// Kafka topic compression.type (e.g. `zstd`, `lz4`, `producer`).
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// An inline JSON Schema every payload on this topic must satisfy.
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    /// The name of a registered Rust payload type every payload must decode into.
+    #[serde(default)]
+    pub payload_type: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupPolicy {
+    #[default]
+    Delete,
+    Compact,
+}
+
+/// A stage: a consumer group reading `from`, a kind's behaviour, named outputs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StageSpec {
+    pub kind: String,
+    pub from: OneOrMany,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub to: Outputs,
+    #[serde(default)]
+    pub key: Option<KeySpec>,
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    #[serde(default)]
+    pub dlq: Option<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+    #[serde(default)]
+    pub commit: Option<CommitSpec>,
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
+    /// Declares that this stage closes a loop on purpose (e.g. executor ⇄ domain services).
+    #[serde(default)]
+    pub allow_cycle: bool,
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// Free settings for the stage kind; the kind's config struct checks them.
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `to: topic` is short for `to: {default: topic}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Outputs {
+    Default(String),
+    Named(BTreeMap<String, String>),
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs::Named(BTreeMap::new())
+    }
+}
+
+impl Outputs {
+    /// output name → topic.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        match self {
+            Outputs::Default(t) => BTreeMap::from([("default".to_string(), t.clone())]),
+            Outputs::Named(m) => m.clone(),
+        }
+    }
+}
+
+/// `key: field` keys every output by that field; a map sets it per output name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum KeySpec {
+    All(String),
+    PerOutput(BTreeMap<String, String>),
+}
+
+impl KeySpec {
+    pub fn for_output(&self, output: &str) -> Option<&str> {
+        match self {
+            KeySpec::All(f) => Some(f),
+            KeySpec::PerOutput(m) => m.get(output).map(String::as_str),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+    #[serde(default)]
+    pub initial: Option<String>,
+    #[serde(default)]
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    #[default]
+    Exponential,
+    Fixed,
+    Linear,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSpec {
+    pub per_second: u32,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// When a partition consumer commits: after `every` completed records or `interval`,
+/// whichever comes first, and always on revocation and shutdown.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CommitSpec {
+    #[serde(default)]
+    pub every: Option<u32>,
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    #[default]
+    AtLeastOnce,
+    ExactlyOnce,
+}
+
+/// An HTTP listener that publishes requests into a topic.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngressSpec {
+    pub kind: String,
+    pub listen: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    pub to: String,
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Largest accepted request body, e.g. `256KiB` (default 1MiB).
+    #[serde(default)]
+    pub max_body: Option<String>,
+    #[serde(default)]
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
