@@ -80,6 +80,7 @@ pub struct SupervisorConfig {
     pub transport: Arc<dyn Transport>,
     pub checks: PayloadChecks,
     pub data_dir: PathBuf,
+    pub config_dir: PathBuf,
     pub budget: RestartBudget,
     pub backoff: RestartBackoff,
     pub stats: Arc<NodeStats>,
@@ -172,7 +173,12 @@ impl NodeSupervisor {
             .registry
             .stage_factory(&plan.kind)
             .ok_or_else(|| format!("unknown stage kind `{}`", plan.kind))?;
-        let env = BuildEnv { stage: plan, node: self.cfg.node.as_deref(), data_dir: self.cfg.data_dir.clone() };
+        let env = BuildEnv {
+            stage: plan,
+            node: self.cfg.node.as_deref(),
+            data_dir: self.cfg.data_dir.clone(),
+            config_dir: self.cfg.config_dir.clone(),
+        };
         let stage = factory.build(&plan.config, &env).map_err(|e| e.to_string())?;
         let stats: Arc<StageStats> = self.cfg.stats.stage(&plan.name);
         let out = OutputProducer::new(

@@ -32,6 +32,10 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), CliError> {
         let stages: Vec<String> = plan.stages.iter().map(|s| s.name.clone()).collect();
         let mut opts = NodeOptions::new(plan, Arc::new(registry));
         opts.data_dir = args.data_dir;
+        opts.config_dir = match args.topology.file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         opts.shutdown_timeout = args.shutdown_timeout;
         let mut node = runtime::start(opts).await?;
         tracing::info!(topology = %topology.name(), node = ?args.node, transport = node.transport.kind(),

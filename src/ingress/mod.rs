@@ -7,6 +7,7 @@ pub mod http;
 pub mod http_json;
 mod publisher;
 pub mod server;
+pub mod whatsapp;
 
 pub use publisher::{Publish, PublishError, Publisher};
 
@@ -20,6 +21,8 @@ pub struct IngressEnv {
     pub plan: IngressPlan,
     pub publisher: Publisher,
     pub data_dir: PathBuf,
+    /// The topology file's directory: relative paths in config start here.
+    pub config_dir: PathBuf,
 }
 
 impl IngressEnv {

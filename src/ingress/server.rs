@@ -37,6 +37,7 @@ pub async fn bind_all(
     producer: Arc<dyn Producer>,
     checks: &PayloadChecks,
     data_dir: &Path,
+    config_dir: &Path,
 ) -> Result<Vec<BoundIngress>, IngressError> {
     let mut by_addr: BTreeMap<String, (Vec<String>, axum::Router)> = BTreeMap::new();
     for plan in plans {
@@ -44,7 +45,12 @@ pub async fn bind_all(
             .ingress_factory(&plan.kind)
             .ok_or_else(|| IngressError::UnknownKind(plan.name.clone(), plan.kind.clone()))?;
         let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone());
-        let env = IngressEnv { plan: plan.clone(), publisher, data_dir: data_dir.to_path_buf() };
+        let env = IngressEnv {
+            plan: plan.clone(),
+            publisher,
+            data_dir: data_dir.to_path_buf(),
+            config_dir: config_dir.to_path_buf(),
+        };
         let router = factory.router(&plan.config, env)?;
         let entry = by_addr.entry(plan.listen.clone()).or_insert_with(|| (Vec::new(), axum::Router::new()));
         entry.0.push(plan.name.clone());

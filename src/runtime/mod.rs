@@ -28,6 +28,8 @@ pub struct NodeOptions {
     /// Use this transport instead of creating one from the plan (tests share one).
     pub transport: Option<Arc<dyn Transport>>,
     pub data_dir: PathBuf,
+    /// The topology file's directory (relative paths in stage configs start here).
+    pub config_dir: PathBuf,
     pub budget: RestartBudget,
     pub restart_backoff: RestartBackoff,
     /// Bound on the whole shutdown: draining, final commits, producer flush.
@@ -43,6 +45,7 @@ impl NodeOptions {
             registry,
             transport: None,
             data_dir: PathBuf::from("data"),
+            config_dir: PathBuf::from("."),
             budget: RestartBudget::default(),
             restart_backoff: RestartBackoff::default(),
             shutdown_timeout: Duration::from_secs(30),
@@ -216,6 +219,7 @@ async fn run_node(
         transport: transport.clone(),
         checks,
         data_dir: opts.data_dir.clone(),
+        config_dir: opts.config_dir.clone(),
         budget: opts.budget,
         backoff: opts.restart_backoff,
         stats,
@@ -261,7 +265,15 @@ async fn prepare(
     transport.ensure_topics(&topics).await?;
     let checks =
         PayloadChecks::build(opts.plan.topics.values(), opts.registry.payloads()).map_err(RuntimeError::Payload)?;
-    let ingress = bind_all(&opts.plan.ingress, &opts.registry, transport.producer(), &checks, &opts.data_dir).await?;
+    let ingress = bind_all(
+        &opts.plan.ingress,
+        &opts.registry,
+        transport.producer(),
+        &checks,
+        &opts.data_dir,
+        &opts.config_dir,
+    )
+    .await?;
     let admin = match &opts.plan.admin_listen {
         Some(addr) => Some(
             admin::bind(addr, transport.clone(), checks.clone(), stats.clone(), health.clone())

@@ -10,12 +10,14 @@
 //! - business outcomes (a rejection, a conflict) are ordinary outputs marked with
 //!   [`Output::business`], routed like any other.
 
+pub mod delay;
 pub mod filter;
 pub mod log;
 pub mod passthrough;
 pub mod payload;
 mod registry;
 pub mod router;
+pub mod skeji;
 
 pub use registry::Registry;
 
@@ -130,12 +132,19 @@ pub struct BuildEnv<'a> {
     pub node: Option<&'a str>,
     /// Where stages keep files (SQLite databases, outboxes).
     pub data_dir: PathBuf,
+    /// The topology file's directory: relative paths in a stage's config start here.
+    pub config_dir: PathBuf,
 }
 
 impl BuildEnv<'_> {
     /// Whether output `name` is wired to a topic in `to:`.
     pub fn wired(&self, name: &str) -> bool {
         self.stage.outputs.contains_key(name)
+    }
+
+    /// A path from the stage's config, relative to the topology file's directory.
+    pub fn config_path(&self, path: &str) -> PathBuf {
+        self.config_dir.join(path)
     }
 }
 

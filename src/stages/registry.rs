@@ -42,7 +42,9 @@ impl Registry {
         r.register_stage::<super::router::Router>();
         r.register_stage::<super::filter::Filter>();
         r.register_stage::<super::log::Log>();
+        r.register_stage::<super::delay::Delay>();
         r.register_ingress::<crate::ingress::http_json::HttpJson>();
+        super::skeji::register(&mut r);
         r
     }
 
