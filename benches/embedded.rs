@@ -5,7 +5,11 @@
 //! - `topology/3-stage-passthrough`: records per second end to end through three
 //!   passthrough stages (4 partitions), from the first produce to the last output read.
 //!
-//! Run: `cargo bench --bench embedded`. Numbers go in benches/README.md.
+//! Run: `cargo bench --bench embedded`. Numbers go in benches/README.md. Uses the same
+//! allocator as the `weir` binary (mimalloc).
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};

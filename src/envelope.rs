@@ -6,6 +6,7 @@
 //! by `actors::producer` on every record a stage or ingress emits.
 
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,6 +38,20 @@ pub mod header {
     pub const DLQ_OFFSET: &str = "weir-dlq-original-offset";
     pub const DLQ_ATTEMPTS: &str = "weir-dlq-attempts";
 
+    const ALL: &[&str] = &[
+        MESSAGE_ID, CAUSATION_ID, CORRELATION_ID, CONVERSATION_ID, STAGE, CREATED_AT, ORIGIN_AT, ATTEMPT, OUTCOME,
+        TRACEPARENT, TRACESTATE, DLQ_STAGE, DLQ_ERROR_CLASS, DLQ_REASON, DLQ_TOPIC, DLQ_PARTITION, DLQ_OFFSET,
+        DLQ_ATTEMPTS,
+    ];
+
+    /// The static name for one of weir's headers, else an owned copy.
+    pub fn intern(name: &str) -> super::HeaderName {
+        match ALL.iter().find(|n| **n == name) {
+            Some(n) => super::Cow::Borrowed(n),
+            None => super::Cow::Owned(name.to_string()),
+        }
+    }
+
     /// Maps an envelope field name usable as a `key` (see `topology::ENVELOPE_FIELDS`)
     /// to its header.
     pub fn for_field(field: &str) -> Option<&'static str> {
@@ -49,9 +64,12 @@ pub mod header {
     }
 }
 
+/// A header name: weir's own names are static (no allocation per record).
+pub type HeaderName = Cow<'static, str>;
+
 /// Ordered record headers. A name may repeat (as in Kafka); `get` returns the last value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, Bytes)>);
+pub struct Headers(Vec<(HeaderName, Bytes)>);
 
 impl Headers {
     pub fn new() -> Self {
@@ -66,19 +84,34 @@ impl Headers {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// Sets `name`, replacing any earlier values.
-    pub fn set(&mut self, name: &str, value: impl Into<Bytes>) {
-        self.0.retain(|(n, _)| n != name);
-        self.0.push((name.to_string(), value.into()));
+    /// Sets `name`, replacing an earlier value in place (and dropping repeats).
+    pub fn set(&mut self, name: impl Into<HeaderName>, value: impl Into<Bytes>) {
+        let name = name.into();
+        let value = value.into();
+        match self.0.iter().position(|(n, _)| *n == name) {
+            Some(i) => {
+                self.0[i].1 = value;
+                let mut j = i + 1;
+                while j < self.0.len() {
+                    if self.0[j].0 == name {
+                        self.0.remove(j);
+                    } else {
+                        j += 1;
+                    }
+                }
+            }
+            None => self.0.push((name, value)),
+        }
     }
 
-    pub fn set_str(&mut self, name: &str, value: &str) {
+    pub fn set_str(&mut self, name: impl Into<HeaderName>, value: &str) {
         self.set(name, Bytes::copy_from_slice(value.as_bytes()));
     }
 
-    /// Appends without replacing (for transports that read repeated headers).
-    pub fn push(&mut self, name: String, value: Bytes) {
-        self.0.push((name, value));
+    /// Appends without replacing (for transports that read repeated headers). Names of
+    /// weir's own headers are interned so copies of them do not allocate.
+    pub fn push(&mut self, name: &str, value: Bytes) {
+        self.0.push((header::intern(name), value));
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -86,7 +119,7 @@ impl Headers {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_ref()))
+        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     pub fn len(&self) -> usize {
@@ -168,17 +201,33 @@ pub fn new_message_id() -> String {
 /// W3C trace context (`traceparent`). The exporter comes with the observability work;
 /// until then weir keeps the context flowing so a trace is never broken at a hop.
 pub mod trace_context {
+    use std::fmt::Write;
+
     /// A new root context: `00-<trace id>-<span id>-01`.
     pub fn new_root() -> String {
-        let t = uuid::Uuid::new_v4().simple().to_string();
-        format!("00-{t}-{}-01", new_span_id())
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        let _ = write!(s, "{:032x}", uuid::Uuid::new_v4().as_u128());
+        s.push('-');
+        push_span_id(&mut s);
+        s.push_str("-01");
+        s
     }
 
     /// A child of `parent` (same trace id, new span id), or a new root if `parent` is
     /// missing or malformed.
     pub fn child_of(parent: Option<&str>) -> String {
         match parent.and_then(parse) {
-            Some((trace_id, flags)) => format!("00-{trace_id}-{}-{flags}", new_span_id()),
+            Some((trace_id, flags)) => {
+                let mut s = String::with_capacity(55);
+                s.push_str("00-");
+                s.push_str(trace_id);
+                s.push('-');
+                push_span_id(&mut s);
+                s.push('-');
+                s.push_str(flags);
+                s
+            }
             None => new_root(),
         }
     }
@@ -188,17 +237,23 @@ pub mod trace_context {
         parse(traceparent).map(|(t, _)| t)
     }
 
+    /// `00-<32 hex>-<16 hex>-<2 hex>`, by position: this runs once per output record.
     fn parse(tp: &str) -> Option<(&str, &str)> {
-        let mut parts = tp.split('-');
-        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (version == "00" && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32))
-            .then_some((trace, flags))
+        let b = tp.as_bytes();
+        let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+        let ok = b.len() == 55
+            && &b[..3] == b"00-"
+            && b[35] == b'-'
+            && b[52] == b'-'
+            && hex(3..35)
+            && hex(36..52)
+            && hex(53..55)
+            && b[3..35].iter().any(|c| *c != b'0');
+        ok.then(|| (&tp[3..35], &tp[53..55]))
     }
 
-    fn new_span_id() -> String {
-        let u = uuid::Uuid::new_v4().simple().to_string();
-        u[..16].to_string()
+    fn push_span_id(s: &mut String) {
+        let _ = write!(s, "{:016x}", (uuid::Uuid::new_v4().as_u128() as u64) | 1);
     }
 
     #[cfg(test)]
@@ -243,26 +298,43 @@ pub fn stamp_origin(headers: &mut Headers, stage: &str, traceparent: Option<&str
 /// The envelope of a record a stage produced from `parent`: the parent's headers (minus
 /// dead-letter ones) with a new message id, the parent's id as causation id, this stage,
 /// the attempt count and a child trace context. Correlation and conversation ids and the
-/// origin time carry over.
+/// origin time carry over. Built in one pass: this runs for every output of every record.
 pub fn stamp_child(parent: &Headers, stage: &str, attempt: u32) -> Headers {
-    let mut h = Headers(
-        parent.0.iter().filter(|(n, _)| !n.starts_with("weir-dlq-") && n != header::OUTCOME).cloned().collect(),
-    );
-    let id = new_message_id();
-    if let Some(parent_id) = parent.get(header::MESSAGE_ID) {
-        h.set(header::CAUSATION_ID, Bytes::copy_from_slice(parent_id));
-        if parent.get(header::CORRELATION_ID).is_none() {
-            h.set(header::CORRELATION_ID, Bytes::copy_from_slice(parent_id));
+    const REPLACED: &[&str] = &[
+        header::MESSAGE_ID,
+        header::CAUSATION_ID,
+        header::STAGE,
+        header::CREATED_AT,
+        header::ATTEMPT,
+        header::TRACEPARENT,
+        header::OUTCOME,
+    ];
+    let mut h = Vec::with_capacity(parent.0.len() + 4);
+    for (n, v) in &parent.0 {
+        if !n.starts_with("weir-dlq-") && !REPLACED.contains(&n.as_ref()) {
+            h.push((n.clone(), v.clone()));
         }
     }
-    h.set_str(header::MESSAGE_ID, &id);
-    h.set_str(header::STAGE, stage);
-    h.set_str(header::CREATED_AT, &now_ms().to_string());
-    if parent.get(header::ORIGIN_AT).is_none() {
-        h.set_str(header::ORIGIN_AT, &now_ms().to_string());
+    let mut h = Headers(h);
+    let now = now_ms();
+    if let Some(parent_id) = parent.get(header::MESSAGE_ID) {
+        let parent_id = Bytes::copy_from_slice(parent_id);
+        if parent.get(header::CORRELATION_ID).is_none() {
+            h.0.push((Cow::Borrowed(header::CORRELATION_ID), parent_id.clone()));
+        }
+        h.0.push((Cow::Borrowed(header::CAUSATION_ID), parent_id));
     }
-    h.set_str(header::ATTEMPT, &attempt.to_string());
-    h.set_str(header::TRACEPARENT, &trace_context::child_of(parent.get_str(header::TRACEPARENT)));
+    if parent.get(header::ORIGIN_AT).is_none() {
+        h.0.push((Cow::Borrowed(header::ORIGIN_AT), Bytes::from(now.to_string())));
+    }
+    h.0.push((Cow::Borrowed(header::MESSAGE_ID), Bytes::from(new_message_id())));
+    h.0.push((Cow::Borrowed(header::STAGE), Bytes::copy_from_slice(stage.as_bytes())));
+    h.0.push((Cow::Borrowed(header::CREATED_AT), Bytes::from(now.to_string())));
+    h.0.push((Cow::Borrowed(header::ATTEMPT), Bytes::from(attempt.to_string())));
+    h.0.push((
+        Cow::Borrowed(header::TRACEPARENT),
+        Bytes::from(trace_context::child_of(parent.get_str(header::TRACEPARENT))),
+    ));
     h
 }
 

@@ -16,14 +16,12 @@
 
 use super::key_lanes::KeyLanes;
 use super::offsets::OffsetTracker;
-use super::processing::Processed;
-use super::stage_actor::{Process, StageActor};
+use super::stage_actor::{Process, RecordOutcome, StageActor};
 use super::stats::StageStats;
 use crate::envelope::{Record, TopicPartition};
 use crate::topology::plan::CommitPolicy;
 use crate::transport::{Committer, PartitionStream, TransportError};
 use actix::prelude::*;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -132,53 +130,12 @@ impl PartitionConsumer {
     }
 
     fn dispatch(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
-        let (offset, key) = (record.offset, record.key.clone());
-        self.running += 1;
-        let request = self.stage.send(Process(record));
-        ctx.spawn(request.into_actor(self).map(move |result, act, ctx| {
-            act.on_processed(offset, key, permit, result, ctx);
-        }));
-    }
-
-    fn on_processed(
-        &mut self,
-        offset: i64,
-        key: Option<Bytes>,
-        permit: OwnedSemaphorePermit,
-        result: Result<Processed, MailboxError>,
-        ctx: &mut Context<Self>,
-    ) {
-        tracing::trace!(partition = %self.tp, offset, outcome = match &result {
-            Ok(Processed::Enqueued(_)) => "enqueued",
-            Ok(Processed::Abandoned) => "abandoned",
-            Ok(Processed::StageFailed(_)) => "stage-failed",
-            Err(_) => "mailbox-error",
-        }, running = self.running, "processed");
-        match result {
-            Ok(Processed::Enqueued(acks)) => {
-                // The outputs hold their place in order: the key's next record may start.
-                if let Some((next, next_permit)) = self.lanes.release(&key) {
-                    self.dispatch(next, next_permit, ctx);
-                }
-                ctx.spawn(acks.into_actor(self).map(move |accepted, act, ctx| {
-                    drop(permit);
-                    act.on_accepted(offset, accepted, ctx);
-                }));
-            }
-            // Shutdown interrupted it: leave it incomplete (and its key blocked).
-            Ok(Processed::Abandoned) => {
-                self.running -= 1;
-                self.check_drained(ctx);
-            }
-            Ok(Processed::StageFailed(cause)) => {
-                self.running -= 1;
-                self.fail(ctx, cause);
-            }
-            Err(_) => {
-                self.running -= 1;
-                self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
-            }
+        if !self.stage.connected() {
+            self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
+            return;
         }
+        self.running += 1;
+        self.stage.do_send(Process { record, permit, reply_to: ctx.address().recipient() });
     }
 
     fn on_accepted(&mut self, offset: i64, accepted: Result<(), TransportError>, ctx: &mut Context<Self>) {
@@ -304,6 +261,33 @@ impl Actor for PartitionConsumer {
             let _ = reply.send(());
         }
         self.owner.do_send(PartitionExited { tp: self.tp.clone(), failure: self.failure.take() });
+    }
+}
+
+impl Handler<RecordOutcome> for PartitionConsumer {
+    type Result = ();
+
+    fn handle(&mut self, outcome: RecordOutcome, ctx: &mut Self::Context) {
+        match outcome {
+            RecordOutcome::Queued { key, .. } => {
+                // The outputs hold their place in order: the key's next record may start.
+                if self.failure.is_none() {
+                    if let Some((next, permit)) = self.lanes.release(&key) {
+                        self.dispatch(next, permit, ctx);
+                    }
+                }
+            }
+            RecordOutcome::Accepted { offset, result } => self.on_accepted(offset, result, ctx),
+            // Shutdown interrupted it: leave it incomplete (and its key blocked).
+            RecordOutcome::Abandoned { .. } => {
+                self.running -= 1;
+                self.check_drained(ctx);
+            }
+            RecordOutcome::StageFailed { cause, .. } => {
+                self.running -= 1;
+                self.fail(ctx, cause);
+            }
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl OutputProducer {
             .ok_or_else(|| format!("stage emitted output `{}`, which is not wired in `to`", out.name))?;
         let mut headers = stamp_child(&input.headers, &self.stage, attempt);
         for (n, v) in &out.headers {
-            headers.set_str(n, v);
+            headers.set_str(n.clone(), v);
         }
         if let Some(reason) = &out.business {
             headers.set_str(header::OUTCOME, &format!("business: {reason}"));

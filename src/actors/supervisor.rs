@@ -111,10 +111,22 @@ impl Handler<StopStageActor> for StageActor {
     }
 }
 
+/// One stage's running parts, all on the stage's own arbiter (thread): the stage actor,
+/// the stage consumer and the partition consumers it starts.
 struct Pipeline {
     generation: u64,
     stage: Addr<StageActor>,
     consumer: Addr<StageConsumer>,
+    arbiter: Arbiter,
+}
+
+impl Pipeline {
+    /// Drains (commits what is complete, leaves the group), then stops the thread.
+    async fn stop(self) {
+        let _ = self.consumer.send(StopConsumer).await;
+        self.stage.do_send(StopStageActor);
+        self.arbiter.stop();
+    }
 }
 
 pub struct NodeSupervisor {
@@ -199,8 +211,13 @@ impl NodeSupervisor {
             stats.clone(),
             self.stopping.clone(),
         ));
-        let supervisor = ctx.address().recipient();
-        let stage_actor = StageActor::new(&plan.name, generation, processor, stats.clone(), supervisor.clone()).start();
+        let supervisor: Recipient<StageFailed> = ctx.address().recipient();
+        let arbiter = Arbiter::new();
+        let (name, sup) = (plan.name.clone(), supervisor.clone());
+        let actor_stats = stats.clone();
+        let stage_actor = StageActor::start_in_arbiter(&arbiter.handle(), move |_| {
+            StageActor::new(&name, generation, processor, actor_stats, sup)
+        });
         let settings = Arc::new(PartitionSettings {
             stage: plan.name.clone(),
             max_in_flight: plan.max_in_flight,
@@ -213,20 +230,12 @@ impl NodeSupervisor {
             plan.name,
             std::process::id()
         );
-        let consumer = StageConsumer::new(
-            &plan.name,
-            generation,
-            &plan.group,
-            plan.from.clone(),
-            member_id,
-            self.cfg.transport.clone(),
-            stage_actor.clone(),
-            settings,
-            supervisor,
-            stats,
-        )
-        .start();
-        Ok(Pipeline { generation, stage: stage_actor, consumer })
+        let (name, group, from) = (plan.name.clone(), plan.group.clone(), plan.from.clone());
+        let (transport, stage_addr) = (self.cfg.transport.clone(), stage_actor.clone());
+        let consumer = StageConsumer::start_in_arbiter(&arbiter.handle(), move |_| {
+            StageConsumer::new(&name, generation, &group, from, member_id, transport, stage_addr, settings, supervisor, stats)
+        });
+        Ok(Pipeline { generation, stage: stage_actor, consumer, arbiter })
     }
 
     /// Records a restart; false when the budget is spent.
@@ -258,12 +267,9 @@ impl NodeSupervisor {
         let pipelines: Vec<Pipeline> = self.pipelines.drain().map(|(_, p)| p).collect();
         let producer = self.cfg.transport.producer();
         async move {
-            let stops = pipelines.iter().map(|p| p.consumer.send(StopConsumer));
+            let stops = pipelines.into_iter().map(Pipeline::stop);
             if tokio::time::timeout(timeout, futures::future::join_all(stops)).await.is_err() {
                 tracing::warn!(?timeout, "shutdown timed out waiting for stages to drain");
-            }
-            for p in &pipelines {
-                p.stage.do_send(StopStageActor);
             }
             if let Err(e) = producer.flush(timeout).await {
                 tracing::warn!(error = %e, "flushing the producer at shutdown failed");
@@ -347,8 +353,7 @@ impl NodeSupervisor {
             async move {
                 if let Some(p) = old {
                     // Commit what is complete and leave the group before the new incarnation joins.
-                    let _ = p.consumer.send(StopConsumer).await;
-                    p.stage.do_send(StopStageActor);
+                    p.stop().await;
                 }
                 tokio::time::sleep(wait).await;
                 addr.do_send(StartStage(stage));

@@ -5,6 +5,7 @@ mod load;
 mod produce;
 mod run;
 mod tail;
+mod topics;
 
 use crate::stages::Registry;
 use crate::topology::GraphFormat;
@@ -54,6 +55,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records as JSON lines.
     Tail(tail::TailArgs),
+    /// Manage the topology's topics on Kafka (apply, status).
+    #[command(subcommand)]
+    Topics(topics::TopicsCommand),
 }
 
 /// Runs the CLI with the built-in stage kinds.
@@ -75,6 +79,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Produce(args) => produce::produce(args, &registry),
         Command::Tail(args) => tail::tail(args, &registry),
+        Command::Topics(cmd) => topics::topics(cmd, &registry),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

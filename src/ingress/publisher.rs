@@ -67,7 +67,7 @@ impl Publisher {
             };
             let mut headers = Headers::new();
             for (n, v) in &item.headers {
-                headers.set_str(n, v);
+                headers.set_str(n.clone(), v);
             }
             let id = stamp_origin(&mut headers, &self.source, item.traceparent.as_deref());
             let payload = serde_json::to_vec(&item.payload).map_err(|e| PublishError::Invalid(e.to_string()))?;

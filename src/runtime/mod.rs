@@ -76,7 +76,10 @@ pub enum RuntimeError {
 pub fn connect(plan: &Plan) -> Result<Arc<dyn Transport>, RuntimeError> {
     match plan.transport {
         TransportKind::Embedded => Ok(Arc::new(EmbeddedTransport::new(plan.embedded_capacity))),
-        TransportKind::Kafka => Err(RuntimeError::Unsupported("kafka".into())),
+        TransportKind::Kafka => {
+            let client_id = format!("weir-{}-{}", plan.topology_name, plan.node.as_deref().unwrap_or("all"));
+            Ok(Arc::new(crate::transport::kafka::KafkaTransport::connect(&plan.kafka, &client_id)?))
+        }
     }
 }
 

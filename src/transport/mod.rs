@@ -9,6 +9,7 @@
 //! after it stopped using those partitions.
 
 pub mod embedded;
+pub mod kafka;
 pub mod partitioner;
 
 use crate::envelope::{OutgoingRecord, Record, TopicPartition};
@@ -152,16 +153,32 @@ pub struct AssignedPartition {
 
 /// Acknowledges a revocation; dropping it without `ack` counts as an acknowledgement too,
 /// so a crashed member never blocks its group.
-pub struct RevokeAck(Option<tokio::sync::oneshot::Sender<()>>);
+pub struct RevokeAck(Option<Box<dyn FnOnce() + Send>>);
 
 impl RevokeAck {
+    /// Acknowledges by sending on a tokio oneshot (for async waiters).
     pub fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
-        RevokeAck(Some(tx))
+        RevokeAck::from_fn(move || {
+            let _ = tx.send(());
+        })
+    }
+
+    /// Acknowledges by calling `f` (e.g. to wake a thread blocked in a rebalance callback).
+    pub fn from_fn(f: impl FnOnce() + Send + 'static) -> Self {
+        RevokeAck(Some(Box::new(f)))
     }
 
     pub fn ack(mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for RevokeAck {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
         }
     }
 }

@@ -1,0 +1,207 @@
+//! Topics from the topology (`weir topics apply|status`, and `weir run` with
+//! `auto_create_topics: true`): create what is missing as declared, raise partition counts
+//! that are lower than declared, and report every other difference without touching it
+//! (shrinking partitions or changing retention on a live topic is a decision for a person).
+
+use super::config;
+use crate::topology::plan::TopicPlan;
+use crate::topology::spec::{CleanupPolicy, KafkaSpec};
+use crate::transport::TransportError;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `apply` did and found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub created: Vec<String>,
+    /// (topic, from, to)
+    pub raised: Vec<(String, i32, i32)>,
+    /// Differences left alone: (topic, what, actual, declared).
+    pub drift: Vec<(String, String, String, String)>,
+    pub unchanged: Vec<String>,
+}
+
+impl std::fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for t in &self.created {
+            writeln!(f, "created  {t}")?;
+        }
+        for (t, from, to) in &self.raised {
+            writeln!(f, "raised   {t}: partitions {from} → {to}")?;
+        }
+        for (t, what, actual, declared) in &self.drift {
+            writeln!(f, "drift    {t}: {what} is {actual}, declared {declared} (left as is)")?;
+        }
+        write!(
+            f,
+            "{} created, {} raised, {} unchanged, {} with drift",
+            self.created.len(),
+            self.raised.len(),
+            self.unchanged.len(),
+            self.drift.len()
+        )
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable(e.to_string())
+}
+
+/// The declared topic configs to create with and compare against.
+fn declared_configs(t: &TopicPlan) -> Vec<(&'static str, String)> {
+    let mut c = vec![(
+        "cleanup.policy",
+        match t.cleanup_policy {
+            CleanupPolicy::Delete => "delete".to_string(),
+            CleanupPolicy::Compact => "compact".to_string(),
+        },
+    )];
+    if let Some(r) = t.retention {
+        c.push(("retention.ms", r.as_millis().to_string()));
+    }
+    if let Some(comp) = &t.compression {
+        c.push(("compression.type", comp.clone()));
+    }
+    c
+}
+
+/// Current partition counts of the given topics (absent ones are missing).
+pub async fn partition_counts(spec: &KafkaSpec, topics: Vec<String>) -> Result<HashMap<String, i32>, TransportError> {
+    let meta: BaseConsumer = config::reader(spec, "weir-admin").create().map_err(unavailable)?;
+    tokio::task::spawn_blocking(move || {
+        let md = meta.fetch_metadata(None, TIMEOUT).map_err(unavailable)?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| topics.iter().any(|n| n == t.name()) && t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await
+    .map_err(unavailable)?
+}
+
+pub async fn apply(spec: &KafkaSpec, topics: &[TopicPlan]) -> Result<ApplyReport, TransportError> {
+    let admin: AdminClient<DefaultClientContext> = config::base(spec, "weir-admin").create().map_err(unavailable)?;
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let existing = partition_counts(spec, topics.iter().map(|t| t.name.clone()).collect()).await?;
+    let mut report = ApplyReport::default();
+
+    let missing: Vec<&TopicPlan> = topics.iter().filter(|t| !existing.contains_key(&t.name)).collect();
+    let configs: Vec<Vec<(&'static str, String)>> = missing.iter().map(|t| declared_configs(t)).collect();
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .zip(&configs)
+        .map(|(t, cfg)| {
+            let rf = i32::from(t.replication_factor.unwrap_or(1));
+            cfg.iter().fold(NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(rf)), |n, (k, v)| n.set(k, v))
+        })
+        .collect();
+    if !new_topics.is_empty() {
+        for r in admin.create_topics(&new_topics, &opts).await.map_err(unavailable)? {
+            match r {
+                Ok(name) => report.created.push(name),
+                // Another node created it between our look and our create: fine.
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => report.unchanged.push(name),
+                Err((name, code)) => return Err(TransportError::Rejected(format!("creating topic `{name}`: {code}"))),
+            }
+        }
+    }
+
+    let lower: Vec<(&TopicPlan, i32)> = topics
+        .iter()
+        .filter_map(|t| existing.get(&t.name).map(|n| (t, *n)))
+        .filter(|(t, n)| *n < t.partitions)
+        .collect();
+    let raises: Vec<NewPartitions<'_>> =
+        lower.iter().map(|(t, _)| NewPartitions::new(&t.name, t.partitions.max(1) as usize)).collect();
+    if !raises.is_empty() {
+        for r in admin.create_partitions(&raises, &opts).await.map_err(unavailable)? {
+            if let Err((name, code)) = r {
+                return Err(TransportError::Rejected(format!("raising partitions of `{name}`: {code}")));
+            }
+        }
+        report.raised = lower.iter().map(|(t, n)| (t.name.clone(), *n, t.partitions)).collect();
+    }
+
+    let present: Vec<&TopicPlan> = topics.iter().filter(|t| existing.contains_key(&t.name)).collect();
+    let specifiers: Vec<ResourceSpecifier<'_>> = present.iter().map(|t| ResourceSpecifier::Topic(&t.name)).collect();
+    let described = if specifiers.is_empty() {
+        Vec::new()
+    } else {
+        admin.describe_configs(&specifiers, &opts).await.map_err(unavailable)?
+    };
+    for (t, res) in present.iter().zip(described) {
+        let actual_partitions = existing.get(&t.name).copied().unwrap_or(0);
+        let mut drifted = false;
+        if actual_partitions > t.partitions {
+            report.drift.push((t.name.clone(), "partitions".into(), actual_partitions.to_string(), t.partitions.to_string()));
+            drifted = true;
+        }
+        if let Ok(resource) = res {
+            let entries = resource.entry_map();
+            for (key, want) in declared_configs(t) {
+                let have = entries.get(key).and_then(|e| e.value.clone()).unwrap_or_default();
+                if have != want {
+                    report.drift.push((t.name.clone(), key.to_string(), have, want));
+                    drifted = true;
+                }
+            }
+        }
+        if !drifted && !report.raised.iter().any(|(n, _, _)| n == &t.name) {
+            report.unchanged.push(t.name.clone());
+        }
+    }
+    Ok(report)
+}
+
+/// Committed offset, end offset and lag of one group on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub end: i64,
+    pub lag: i64,
+}
+
+/// Lag of `group` on every partition of `topics`.
+pub async fn lag(spec: &KafkaSpec, group: &str, topics: &[String]) -> Result<Vec<PartitionLag>, TransportError> {
+    let counts = partition_counts(spec, topics.to_vec()).await?;
+    let mut cfg = config::reader(spec, "weir-admin");
+    cfg.set("group.id", group);
+    let consumer: BaseConsumer = cfg.create().map_err(unavailable)?;
+    let (group, topics) = (group.to_string(), topics.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for t in &topics {
+            for p in 0..counts.get(t).copied().unwrap_or(0) {
+                tpl.add_partition(t, p);
+            }
+        }
+        let committed = consumer.committed_offsets(tpl, TIMEOUT).map_err(unavailable)?;
+        let mut out = Vec::new();
+        for e in committed.elements() {
+            let (_, end) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT).map_err(unavailable)?;
+            let committed = e.offset().to_raw().filter(|o| *o >= 0);
+            out.push(PartitionLag {
+                group: group.clone(),
+                topic: e.topic().to_string(),
+                partition: e.partition(),
+                committed,
+                end,
+                lag: end - committed.unwrap_or(0),
+            });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(unavailable)?
+}

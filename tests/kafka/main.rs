@@ -1,0 +1,8 @@
+//! weir on a real Apache Kafka broker: counts of lost, duplicated and out-of-order
+//! records through pipelines, crashes, rebalances and outages. Each test prints its counts.
+
+mod support;
+
+mod crash;
+mod rebalance;
+mod throughput;
