@@ -13,6 +13,8 @@
 //! - **Drain** (revocation, shutdown, restart): stop reading, let delivered records
 //!   finish until `drain_timeout`, commit what is complete, stop. What did not finish is
 //!   read again by the next owner from the committed offset: nothing is lost.
+//! - **Quiesce** (exactly-once checkpoints): hold new records back, let the running ones
+//!   finish, record the offset, reply; `Resume` lets the held records go.
 
 use super::key_lanes::KeyLanes;
 use super::offsets::OffsetTracker;
@@ -30,6 +32,16 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain(pub oneshot::Sender<()>);
+
+/// Hold records back until none is running, record the offset, then reply.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Quiesce(pub oneshot::Sender<()>);
+
+/// Let the records held back by [`Quiesce`] go.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume;
 
 /// Sent to the owner when the actor stopped; `failure` says why if it was not asked to.
 #[derive(Message)]
@@ -61,6 +73,10 @@ pub struct PartitionConsumer {
     since_commit: u32,
     commit_running: bool,
     draining: Vec<oneshot::Sender<()>>,
+    /// Exactly-once checkpoint in progress: records wait in `held`.
+    quiescing: Vec<oneshot::Sender<()>>,
+    quiesced: bool,
+    held: std::collections::VecDeque<(Record, OwnedSemaphorePermit)>,
     finishing: bool,
     failure: Option<String>,
     owner: Recipient<PartitionExited>,
@@ -90,6 +106,9 @@ impl PartitionConsumer {
             since_commit: 0,
             commit_running: false,
             draining: Vec::new(),
+            quiescing: Vec::new(),
+            quiesced: false,
+            held: std::collections::VecDeque::new(),
             finishing: false,
             failure: None,
             owner,
@@ -98,7 +117,7 @@ impl PartitionConsumer {
     }
 
     fn pull_next(&mut self, ctx: &mut Context<Self>) {
-        if !self.draining.is_empty() || self.failure.is_some() {
+        if !self.draining.is_empty() || self.failure.is_some() || self.quiesced || self.pull.is_some() {
             return;
         }
         let Some(mut stream) = self.stream.take() else { return };
@@ -114,7 +133,7 @@ impl PartitionConsumer {
             match (permit, record) {
                 (Ok(permit), Ok(record)) => {
                     act.on_record(record, permit, ctx);
-                    act.pull_next(ctx);
+                    act.pull_next(ctx); // not while quiesced: `Resume` restarts it
                 }
                 (_, Err(e)) => act.fail(ctx, format!("reading {} failed: {e}", act.tp)),
                 (Err(_), Ok(_)) => act.fail(ctx, "in-flight limiter closed".into()),
@@ -130,6 +149,10 @@ impl PartitionConsumer {
     }
 
     fn dispatch(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        if self.quiesced {
+            self.held.push_back((record, permit));
+            return;
+        }
         if !self.stage.connected() {
             self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
             return;
@@ -190,10 +213,26 @@ impl PartitionConsumer {
             if act.finishing {
                 act.finish(ctx);
             }
+            act.check_quiesced(ctx);
         }));
     }
 
+    /// Replies to a pending `Quiesce` once nothing runs and the offset is recorded.
+    fn check_quiesced(&mut self, ctx: &mut Context<Self>) {
+        if self.quiescing.is_empty() || self.running > 0 || self.commit_running {
+            return;
+        }
+        if self.tracker.committable().is_some() {
+            self.commit(ctx); // calls back here when recorded
+            return;
+        }
+        for reply in self.quiescing.drain(..) {
+            let _ = reply.send(());
+        }
+    }
+
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
+        self.check_quiesced(ctx);
         let stopping = !self.draining.is_empty() || self.failure.is_some();
         if stopping && self.running == 0 && !self.finishing {
             self.finish(ctx);
@@ -288,6 +327,28 @@ impl Handler<RecordOutcome> for PartitionConsumer {
                 self.fail(ctx, cause);
             }
         }
+    }
+}
+
+impl Handler<Quiesce> for PartitionConsumer {
+    type Result = ();
+
+    fn handle(&mut self, Quiesce(reply): Quiesce, ctx: &mut Self::Context) {
+        self.quiesced = true;
+        self.quiescing.push(reply);
+        self.check_quiesced(ctx);
+    }
+}
+
+impl Handler<Resume> for PartitionConsumer {
+    type Result = ();
+
+    fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
+        self.quiesced = false;
+        while let Some((record, permit)) = self.held.pop_front() {
+            self.dispatch(record, permit, ctx);
+        }
+        self.pull_next(ctx);
     }
 }
 

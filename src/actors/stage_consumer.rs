@@ -2,12 +2,16 @@
 //! turns the group's assignment events into partition consumer actors — one per assigned
 //! partition — and drains them before a revocation is acknowledged, so a partition never
 //! has two owners and late acknowledgements of a lost partition are never committed.
+//!
+//! Exactly-once stages (with a transaction) checkpoint every commit interval, and before
+//! any revocation or shutdown: every partition quiesces (no record half done), the
+//! transaction commits outputs and offsets together, then the partitions resume.
 
-use super::partition_consumer::{Drain, PartitionConsumer, PartitionExited, PartitionSettings};
+use super::partition_consumer::{Drain, PartitionConsumer, PartitionExited, PartitionSettings, Quiesce, Resume};
 use super::stage_actor::{StageActor, StageFailed};
 use super::stats::StageStats;
 use crate::envelope::TopicPartition;
-use crate::transport::{AssignedPartition, GroupEvent, GroupMember, Transport};
+use crate::transport::{AssignedPartition, GroupEvent, GroupMember, Transaction, Transport, TransportError};
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +49,7 @@ pub struct StageConsumer {
     stats: Arc<StageStats>,
     failed: bool,
     stopping: bool,
+    transaction: Option<Arc<dyn Transaction>>,
 }
 
 impl StageConsumer {
@@ -60,6 +65,7 @@ impl StageConsumer {
         settings: Arc<PartitionSettings>,
         supervisor: Recipient<StageFailed>,
         stats: Arc<StageStats>,
+        transaction: Option<Arc<dyn Transaction>>,
     ) -> Self {
         StageConsumer {
             stage: stage.to_string(),
@@ -76,6 +82,36 @@ impl StageConsumer {
             stats,
             failed: false,
             stopping: false,
+            transaction,
+        }
+    }
+
+    /// Exactly-once checkpoint: quiesce every partition, commit the transaction. Returns
+    /// the partitions that were quiesced (to resume). Without a transaction: nothing.
+    fn barrier(&self) -> impl std::future::Future<Output = Result<(), TransportError>> {
+        let txn = self.transaction.clone();
+        let waits: Vec<_> = if txn.is_some() {
+            self.partitions
+                .values()
+                .map(|addr| {
+                    let (tx, rx) = oneshot::channel();
+                    addr.do_send(Quiesce(tx));
+                    rx
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        async move {
+            let Some(txn) = txn else { return Ok(()) };
+            futures::future::join_all(waits).await;
+            txn.commit().await
+        }
+    }
+
+    fn resume_all(&self) {
+        for addr in self.partitions.values() {
+            addr.do_send(Resume);
         }
     }
 
@@ -149,9 +185,22 @@ impl Actor for StageConsumer {
         self.leave = Some(leave_tx);
         let (transport, group, topics, member_id) =
             (self.transport.clone(), self.group.clone(), self.topics.clone(), self.member_id.clone());
+        let transaction = self.transaction.clone();
+        if self.transaction.is_some() {
+            ctx.run_interval(self.settings.commit.interval, |act, ctx| {
+                // `wait`: no assignment change may interleave with a checkpoint.
+                let checkpoint = act.barrier();
+                ctx.wait(checkpoint.into_actor(act).map(|result, act, _| {
+                    act.resume_all();
+                    if let Err(e) = result {
+                        act.escalate(format!("committing the transaction failed: {e}"));
+                    }
+                }));
+            });
+        }
         let addr = ctx.address();
         tokio::spawn(async move {
-            match transport.join(&group, &topics, &member_id).await {
+            match transport.join(&group, &topics, &member_id, transaction).await {
                 Ok(member) => run_membership(member, addr, leave_rx).await,
                 Err(e) => addr.do_send(MemberFailed(format!("joining group `{group}` failed: {e}"))),
             }
@@ -185,12 +234,21 @@ impl Handler<Assign> for StageConsumer {
 }
 
 impl Handler<Revoke> for StageConsumer {
-    type Result = ResponseFuture<()>;
+    type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, Revoke(tps): Revoke, _: &mut Self::Context) -> Self::Result {
         tracing::info!(stage = %self.stage, partitions = ?tps.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
             "partitions revoked; draining");
-        Box::pin(self.drain(&tps))
+        // Exactly-once: commit everything (all partitions quiesced) before any goes.
+        let checkpoint = self.barrier();
+        AtomicResponse::new(Box::pin(checkpoint.into_actor(self).then(move |result, act, _| {
+            if let Err(e) = result {
+                act.escalate(format!("committing the transaction before a revocation failed: {e}"));
+            }
+            let drained = act.drain(&tps);
+            act.resume_all();
+            drained.into_actor(act)
+        })))
     }
 }
 
@@ -219,11 +277,15 @@ impl Handler<StopConsumer> for StageConsumer {
     fn handle(&mut self, _: StopConsumer, _: &mut Self::Context) -> Self::Result {
         self.stopping = true;
         let all: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        let checkpoint = self.barrier();
         let drained = self.drain(&all);
         let leave = self.leave.take();
         let stage = self.stage.clone();
         Box::pin(
             async move {
+                if let Err(e) = checkpoint.await {
+                    tracing::error!(%stage, error = %e, "final transaction commit failed; its records will be processed again");
+                }
                 drained.await;
                 if let Some(leave) = leave {
                     let (tx, rx) = oneshot::channel();

@@ -17,6 +17,7 @@ use super::stats::{NodeStats, StageStats};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::{BuildEnv, Registry};
 use crate::topology::plan::{RetryPolicy, StagePlan};
+use crate::topology::spec::Guarantee;
 use crate::transport::Transport;
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -83,6 +84,10 @@ pub struct SupervisorConfig {
     pub config_dir: PathBuf,
     pub budget: RestartBudget,
     pub backoff: RestartBackoff,
+    /// Names this process's transactions (exactly-once stages); stable across restarts
+    /// of the same instance so a restart fences its crashed predecessor.
+    pub instance: String,
+    pub topology: String,
     pub stats: Arc<NodeStats>,
     pub health: Arc<Health>,
     /// Receives how the node ended when the supervisor ends it (budget exhausted).
@@ -193,11 +198,27 @@ impl NodeSupervisor {
         };
         let stage = factory.build(&plan.config, &env).map_err(|e| e.to_string())?;
         let stats: Arc<StageStats> = self.cfg.stats.stage(&plan.name);
+        let transaction = match plan.guarantee {
+            Guarantee::ExactlyOnce => {
+                let id = format!("weir-{}-{}-{}", self.cfg.topology, plan.name, self.cfg.instance);
+                let txn = self.cfg.transport.transaction(&id).map_err(|e| e.to_string())?;
+                if txn.is_none() {
+                    tracing::info!(stage = %plan.name, transport = self.cfg.transport.kind(),
+                        "exactly-once has no effect on this transport; running at-least-once");
+                }
+                txn
+            }
+            Guarantee::AtLeastOnce => None,
+        };
+        let producer = match &transaction {
+            Some(t) => t.producer(),
+            None => self.cfg.transport.producer(),
+        };
         let out = OutputProducer::new(
             &plan.name,
             plan.outputs.clone(),
             plan.dlq.clone(),
-            self.cfg.transport.producer(),
+            producer,
             self.cfg.checks.clone(),
             RetryPolicy { attempts: u32::MAX, ..plan.retry },
         );
@@ -233,7 +254,9 @@ impl NodeSupervisor {
         let (name, group, from) = (plan.name.clone(), plan.group.clone(), plan.from.clone());
         let (transport, stage_addr) = (self.cfg.transport.clone(), stage_actor.clone());
         let consumer = StageConsumer::start_in_arbiter(&arbiter.handle(), move |_| {
-            StageConsumer::new(&name, generation, &group, from, member_id, transport, stage_addr, settings, supervisor, stats)
+            StageConsumer::new(
+                &name, generation, &group, from, member_id, transport, stage_addr, settings, supervisor, stats, transaction,
+            )
         });
         Ok(Pipeline { generation, stage: stage_actor, consumer, arbiter })
     }

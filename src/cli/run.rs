@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// Where stages keep their files (SQLite databases, outbox).
     #[arg(long, env = "WEIR_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
+    /// A stable name for this process (e.g. the pod name), so exactly-once stages fence
+    /// their own crashed predecessor on restart; default `<hostname>-<pid>`.
+    #[arg(long, env = "WEIR_INSTANCE")]
+    instance: Option<String>,
     /// Longest time a shutdown may take (drain, final commits, flush).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_timeout: std::time::Duration,
@@ -37,6 +41,9 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), CliError> {
             _ => PathBuf::from("."),
         };
         opts.shutdown_timeout = args.shutdown_timeout;
+        if let Some(instance) = args.instance {
+            opts.instance = instance;
+        }
         let mut node = runtime::start(opts).await?;
         tracing::info!(topology = %topology.name(), node = ?args.node, transport = node.transport.kind(),
             ?stages, "weir is running; Ctrl-C to stop");

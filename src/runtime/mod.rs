@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub shutdown_timeout: Duration,
     /// Worker threads of the node's runtime (default: one per core).
     pub worker_threads: Option<usize>,
+    /// This process's stable identity for transactions (`WEIR_INSTANCE`); default
+    /// `<hostname>-<pid>`, unique but not stable across restarts.
+    pub instance: String,
 }
 
 impl NodeOptions {
@@ -50,6 +53,7 @@ impl NodeOptions {
             restart_backoff: RestartBackoff::default(),
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
+            instance: default_instance(),
         }
     }
 }
@@ -70,6 +74,12 @@ pub enum RuntimeError {
     Start(String),
     #[error("transport `{0}` is not available in this build")]
     Unsupported(String),
+}
+
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let host = if host.is_empty() { "host".to_string() } else { host };
+    format!("{host}-{}", std::process::id())
 }
 
 /// The transport a plan asks for.
@@ -225,6 +235,8 @@ async fn run_node(
         config_dir: opts.config_dir.clone(),
         budget: opts.budget,
         backoff: opts.restart_backoff,
+        instance: opts.instance.clone(),
+        topology: opts.plan.topology_name.clone(),
         stats,
         health,
         exit: gave_up_tx,

@@ -103,13 +103,22 @@ pub trait Transport: Send + Sync + 'static {
     fn producer(&self) -> Arc<dyn Producer>;
 
     /// Joins consumer group `group` for `topics` as `member_id`. Assignments arrive as
-    /// events on the returned member.
+    /// events on the returned member. With `transaction`, the member's committers record
+    /// offsets into it instead of committing them (exactly-once stages).
     async fn join(
         &self,
         group: &str,
         topics: &[String],
         member_id: &str,
+        transaction: Option<Arc<dyn Transaction>>,
     ) -> Result<Box<dyn GroupMember>, TransportError>;
+
+    /// A transaction for an exactly-once stage, named `id` (stable across restarts of the
+    /// same instance, so a restart fences its crashed predecessor). `None`: the transport
+    /// has no transactions and the stage runs at-least-once (the embedded log).
+    fn transaction(&self, _id: &str) -> Result<Option<Arc<dyn Transaction>>, TransportError> {
+        Ok(None)
+    }
 
     /// Reads one partition outside any group, committing nothing (`weir tail`, tests).
     async fn reader(&self, tp: &TopicPartition, from: StartFrom) -> Result<Box<dyn PartitionStream>, TransportError>;
@@ -124,6 +133,17 @@ pub trait Transport: Send + Sync + 'static {
     async fn end_offset(&self, tp: &TopicPartition) -> Result<i64, TransportError> {
         Ok(self.watermarks(tp).await?.1)
     }
+}
+
+/// Outputs and consumed offsets that become visible together (Kafka transactions):
+/// everything sent through `producer()` since the last commit, and the offsets the
+/// member's committers recorded, are committed atomically by `commit`, which also opens
+/// the next transaction. The caller makes sure no record is half done at that moment.
+#[async_trait]
+pub trait Transaction: Send + Sync {
+    fn producer(&self) -> Arc<dyn Producer>;
+    async fn commit(&self) -> Result<(), TransportError>;
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// A member of a consumer group.

@@ -57,3 +57,15 @@ async fn sigkill_mid_stream_at_least_once_loses_nothing() {
     assert_eq!(v.lost, 0);
     assert_eq!(v.keys_out_of_order, 0);
 }
+
+/// The same crash with `guarantee: exactly-once`: outputs and input offsets commit in one
+/// Kafka transaction, the restarted worker (same instance name) fences the dead one, and a
+/// read_committed reader sees every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_stream_exactly_once_has_no_duplicates() {
+    let v = crash_and_restart("exactly-once").await;
+    println!("kafka SIGKILL (exactly-once): {v}");
+    assert_eq!(v.lost, 0);
+    assert_eq!(v.duplicated, 0);
+    assert_eq!(v.keys_out_of_order, 0);
+}

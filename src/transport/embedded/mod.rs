@@ -152,6 +152,7 @@ impl Transport for EmbeddedTransport {
         group: &str,
         topics: &[String],
         member_id: &str,
+        _transaction: Option<Arc<dyn super::Transaction>>,
     ) -> Result<Box<dyn GroupMember>, TransportError> {
         let coordinator = self
             .inner

@@ -73,7 +73,15 @@ pub fn producer(spec: &KafkaSpec, client_id: &str) -> ClientConfig {
 /// predecessor and aborts its open transaction at once.
 pub fn transactional_producer(spec: &KafkaSpec, client_id: &str, transactional_id: &str) -> ClientConfig {
     let mut c = producer(spec, client_id);
-    c.set("transactional.id", transactional_id).set("transaction.timeout.ms", "10000");
+    // A transaction of a crashed instance that no restart fences is aborted by the broker
+    // after this long; read_committed readers wait behind it until then. librdkafka wants
+    // every message to time out no later than its transaction.
+    c.set("transactional.id", transactional_id)
+        .set("transaction.timeout.ms", "20000")
+        .set("message.timeout.ms", "20000");
+    for (k, v) in &spec.producer {
+        c.set(k, v);
+    }
     c
 }
 

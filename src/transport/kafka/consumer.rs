@@ -14,6 +14,7 @@
 //! commits synchronously — all before librdkafka lets go of the partitions.
 
 use super::config;
+use super::transaction::KafkaTransaction;
 use crate::envelope::{Headers, Record, TopicPartition};
 use crate::transport::{
     AssignedPartition, Committer, GroupEvent, GroupMember, PartitionStream, RevokeAck, TransportError,
@@ -49,6 +50,8 @@ pub(crate) struct MemberContext {
     leaving: Arc<AtomicBool>,
     /// How long a revocation waits for the runtime to drain.
     revoke_wait: Duration,
+    /// Exactly-once: offsets go into this transaction, never committed by the consumer.
+    txn: Option<Arc<KafkaTransaction>>,
 }
 
 impl ClientContext for MemberContext {}
@@ -88,8 +91,9 @@ impl ConsumerContext for MemberContext {
                 tracing::warn!(group = %self.group, "revoked partitions did not drain in time; handing them over");
             }
         }
-        // A lost assignment (session timed out) belongs to another member already.
-        if !lost {
+        // A lost assignment (session timed out) belongs to another member already; with a
+        // transaction the runtime committed the offsets before acknowledging.
+        if !lost && self.txn.is_none() {
             commit_stored(base, &self.group);
         }
         let mut preludes = lock(&self.preludes);
@@ -110,9 +114,13 @@ impl ConsumerContext for MemberContext {
             };
             let prelude = Arc::new(Prelude::default());
             lock(&self.preludes).insert(tp.clone(), prelude.clone());
+            let committer: Arc<dyn Committer> = match &self.txn {
+                Some(txn) => Arc::new(TxnCommitter { txn: txn.clone() }),
+                None => Arc::new(KafkaCommitter { consumer: Arc::downgrade(&consumer) }),
+            };
             assigned.push(AssignedPartition {
                 stream: Box::new(KafkaPartitionStream { tp, queue, prelude, delivered: None }),
-                committer: Arc::new(KafkaCommitter { consumer: Arc::downgrade(&consumer) }),
+                committer,
             });
         }
         if !assigned.is_empty() {
@@ -201,6 +209,19 @@ impl Committer for KafkaCommitter {
     }
 }
 
+/// Records offsets into the stage's transaction (exactly-once).
+struct TxnCommitter {
+    txn: Arc<KafkaTransaction>,
+}
+
+#[async_trait]
+impl Committer for TxnCommitter {
+    async fn commit(&self, tp: &TopicPartition, next_offset: i64) -> Result<(), TransportError> {
+        self.txn.record_offset(tp, next_offset);
+        Ok(())
+    }
+}
+
 pub(crate) struct KafkaMember {
     events: mpsc::UnboundedReceiver<GroupEvent>,
     stop: Option<std::sync::mpsc::Sender<()>>,
@@ -214,6 +235,7 @@ pub(crate) fn join(
     group: &str,
     topics: &[String],
     revoke_wait: Duration,
+    txn: Option<Arc<KafkaTransaction>>,
 ) -> Result<KafkaMember, TransportError> {
     let (tx, events) = mpsc::unbounded_channel();
     let leaving = Arc::new(AtomicBool::new(false));
@@ -224,11 +246,19 @@ pub(crate) fn join(
         preludes: Mutex::new(HashMap::new()),
         leaving: leaving.clone(),
         revoke_wait,
+        txn: txn.clone(),
     };
-    let cfg = config::consumer(spec, client_id, group, Duration::from_millis(500));
+    let mut cfg = config::consumer(spec, client_id, group, Duration::from_millis(500));
+    if txn.is_some() {
+        cfg.set("enable.auto.commit", "false");
+    }
     tracing::debug!(%group, config = ?config::redacted(&cfg), "creating Kafka consumer");
     let consumer: Arc<Kc> = Arc::new(cfg.create_with_context(ctx).map_err(|e| TransportError::Unavailable(e.to_string()))?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    if let Some(t) = &txn {
+        let weak: Weak<Kc> = Arc::downgrade(&consumer);
+        t.bind(weak as Weak<dyn super::transaction::GroupMetadataSource>);
+    }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names).map_err(|e| TransportError::Unavailable(e.to_string()))?;
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -274,7 +304,9 @@ fn poll_main_queue(consumer: Arc<Kc>, stop: std::sync::mpsc::Receiver<()>, group
             }
         }
     });
-    commit_stored(consumer.as_ref(), &group);
+    if consumer.context().txn.is_none() {
+        commit_stored(consumer.as_ref(), &group);
+    }
     consumer.context().leaving.store(true, Ordering::SeqCst);
     consumer.unsubscribe();
     // Dropping the last handle closes the consumer: it leaves the group.

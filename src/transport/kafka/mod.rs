@@ -6,11 +6,14 @@ pub mod admin;
 pub mod config;
 mod consumer;
 pub mod producer;
+mod transaction;
+
+pub use transaction::KafkaTransaction;
 
 use crate::envelope::{Record, TopicPartition};
 use crate::topology::plan::TopicPlan;
 use crate::topology::spec::KafkaSpec;
-use crate::transport::{GroupMember, PartitionStream, Producer, StartFrom, Transport, TransportError};
+use crate::transport::{GroupMember, PartitionStream, Producer, StartFrom, Transaction, Transport, TransportError};
 use async_trait::async_trait;
 use producer::KafkaProducer;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -85,9 +88,28 @@ impl Transport for KafkaTransport {
         self.producer.clone()
     }
 
-    async fn join(&self, group: &str, topics: &[String], member_id: &str) -> Result<Box<dyn GroupMember>, TransportError> {
+    async fn join(
+        &self,
+        group: &str,
+        topics: &[String],
+        member_id: &str,
+        transaction: Option<Arc<dyn Transaction>>,
+    ) -> Result<Box<dyn GroupMember>, TransportError> {
         let client_id = format!("{}-{member_id}", self.client_id);
-        Ok(Box::new(consumer::join(&self.spec, &client_id, group, topics, REVOKE_WAIT)?))
+        let txn = match &transaction {
+            Some(t) => Some(
+                t.as_any()
+                    .downcast_ref::<KafkaTransaction>()
+                    .and_then(|k| k.me())
+                    .ok_or_else(|| TransportError::Rejected("not a Kafka transaction".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Box::new(consumer::join(&self.spec, &client_id, group, topics, REVOKE_WAIT, txn)?))
+    }
+
+    fn transaction(&self, id: &str) -> Result<Option<Arc<dyn Transaction>>, TransportError> {
+        Ok(Some(KafkaTransaction::new(&self.spec, &self.client_id, id)? as Arc<dyn Transaction>))
     }
 
     async fn reader(&self, tp: &TopicPartition, from: StartFrom) -> Result<Box<dyn PartitionStream>, TransportError> {

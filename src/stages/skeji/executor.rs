@@ -1,5 +1,0 @@
-//! (placeholder: being written)
-use crate::stages::Registry;
-
-/// Registers this module's kinds.
-pub fn register(_: &mut Registry) {}

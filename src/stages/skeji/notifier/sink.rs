@@ -1,0 +1,212 @@
+//! Where messages go: the `outbox` file (development, tests, or a relay that reads it) or
+//! the WhatsApp Cloud API. Both take the same Cloud API "send text" body.
+
+use crate::stages::StageError;
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// One text to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Text {
+    pub to: String,
+    pub body: String,
+    pub correlation_id: String,
+}
+
+impl Text {
+    /// The Cloud API `POST /{phone_number_id}/messages` body.
+    pub fn cloud_api_body(&self) -> Value {
+        json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": self.to,
+            "type": "text",
+            "text": {"preview_url": false, "body": self.body},
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Worth trying again later (rate limited, the API or the disk is unavailable).
+    #[error("{sink}: {reason}")]
+    Transient { sink: &'static str, reason: String },
+    /// Will not work however often it is tried (a refused request).
+    #[error("{sink}: {reason}")]
+    Permanent { sink: &'static str, reason: String },
+}
+
+impl From<SinkError> for StageError {
+    fn from(e: SinkError) -> Self {
+        match e {
+            SinkError::Transient { .. } => StageError::Transient(e.to_string()),
+            SinkError::Permanent { .. } => StageError::Permanent(e.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// `outbox` or `whatsapp`, as recorded in `SentNotification.sink`.
+    fn name(&self) -> &'static str;
+    /// Returns once the message was accepted.
+    async fn send(&self, text: &Text) -> Result<(), SinkError>;
+}
+
+/// Every outbox in the process shares this lock: the four notifier stages append to the
+/// same file, and one `write_all` per line under it keeps lines whole.
+static OUTBOX_LOCK: Mutex<()> = Mutex::new(());
+
+/// Appends one JSON line per message to `<data-dir>/outbox.jsonl`.
+pub struct Outbox {
+    path: PathBuf,
+}
+
+impl Outbox {
+    pub const FILE: &'static str = "outbox.jsonl";
+
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Outbox { path: data_dir.join(Self::FILE) }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl Sink for Outbox {
+    fn name(&self) -> &'static str {
+        "outbox"
+    }
+
+    async fn send(&self, text: &Text) -> Result<(), SinkError> {
+        let mut body = text.cloud_api_body();
+        body["correlation_id"] = Value::String(text.correlation_id.clone());
+        let mut line =
+            serde_json::to_vec(&body).map_err(|e| SinkError::Permanent { sink: "outbox", reason: e.to_string() })?;
+        line.push(b'\n');
+        let path = self.path.clone();
+        let write = move || -> std::io::Result<()> {
+            let _guard = OUTBOX_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            f.write_all(&line)?;
+            f.flush()
+        };
+        let transient = |reason: String| SinkError::Transient { sink: "outbox", reason };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| transient(e.to_string()))?
+            .map_err(|e| transient(format!("cannot append to {}: {e}", self.path.display())))
+    }
+}
+
+/// Total attempts per message inside the sink (429 and 5xx are retried).
+const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` honoured; longer waits are left to the stage's retry.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// POSTs to the Cloud API, rate limited, retrying 429 and 5xx a few times.
+pub struct WhatsApp {
+    client: reqwest::Client,
+    url: String,
+    /// Never logged.
+    token: String,
+    limiter: Option<DefaultDirectRateLimiter>,
+}
+
+/// `rate_limit` of the sink: messages per second, with a burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl WhatsApp {
+    pub fn new(api_base: &str, phone_number_id: &str, token: String, rate: Option<Rate>) -> Result<Self, String> {
+        let client = crate::net::client_builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let limiter = match rate {
+            Some(r) => {
+                let per_second = NonZeroU32::new(r.per_second).ok_or("rate_limit.per_second must be at least 1")?;
+                let burst = NonZeroU32::new(r.burst.max(1)).ok_or("rate_limit.burst must be at least 1")?;
+                Some(RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)))
+            }
+            None => None,
+        };
+        let url = format!("{}/{}/messages", api_base.trim_end_matches('/'), phone_number_id);
+        Ok(WhatsApp { client, url, token, limiter })
+    }
+
+    async fn attempt(&self, body: &Value) -> Result<(), (SinkError, Option<Duration>)> {
+        let transient = |reason: String| SinkError::Transient { sink: "whatsapp", reason };
+        let resp = self
+            .client
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| (transient(format!("POST {}: {e}", self.url)), None))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // The error body names the problem (Graph API `error.message`), never the token.
+        let detail: String = resp.text().await.unwrap_or_default().chars().take(300).collect();
+        let reason = format!("POST {} answered {status}: {detail}", self.url);
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Err((transient(reason), retry_after))
+        } else {
+            Err((SinkError::Permanent { sink: "whatsapp", reason }, None))
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for WhatsApp {
+    fn name(&self) -> &'static str {
+        "whatsapp"
+    }
+
+    async fn send(&self, text: &Text) -> Result<(), SinkError> {
+        let body = text.cloud_api_body();
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            if let Some(limiter) = &self.limiter {
+                limiter.until_ready().await;
+            }
+            match self.attempt(&body).await {
+                Ok(()) => return Ok(()),
+                Err((e @ SinkError::Permanent { .. }, _)) => return Err(e),
+                Err((e, retry_after)) if attempt >= ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, retry_after = ?retry_after, "whatsapp send failed; giving up for now");
+                    return Err(e);
+                }
+                Err((e, retry_after)) => {
+                    let wait = retry_after.unwrap_or(backoff).min(MAX_BACKOFF);
+                    tracing::info!(error = %e, attempt, ?wait, "whatsapp send failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
