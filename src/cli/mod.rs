@@ -1,6 +1,7 @@
 //! The `weir` command. Thin: each subcommand loads the topology, calls the library, and
 //! maps the outcome to an exit code (0 ok, 1 failed or invalid, 2 usage).
 
+mod export;
 mod load;
 mod produce;
 mod run;
@@ -58,6 +59,9 @@ enum Command {
     /// Manage the topology's topics on Kafka (apply, status).
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
+    /// Generate deployment resources from the topology (Strimzi KafkaTopics).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 /// Runs the CLI with the built-in stage kinds.
@@ -80,6 +84,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         Command::Produce(args) => produce::produce(args, &registry),
         Command::Tail(args) => tail::tail(args, &registry),
         Command::Topics(cmd) => topics::topics(cmd, &registry),
+        Command::Export(cmd) => export::export(cmd, &registry),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
