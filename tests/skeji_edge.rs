@@ -302,7 +302,7 @@ fn build_stage(yaml: &str, name: &str, data_dir: &Path) -> Arc<dyn Stage> {
     let topology = Topology::parse("test.yaml", yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
     let plan = topology.plan(None).expect("plan");
     let stage = plan.stages.iter().find(|s| s.name == name).expect("stage in plan");
-    let env = BuildEnv { stage, node: None, data_dir: data_dir.to_path_buf(), config_dir: ".".into() };
+    let env = BuildEnv { stage, node: None, data_dir: data_dir.to_path_buf(), config_dir: ".".into(), emitter: None };
     registry.stage_factory(&stage.kind).expect("kind").build(&stage.config, &env).unwrap_or_else(|e| panic!("{e}"))
 }
 

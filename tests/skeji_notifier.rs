@@ -42,7 +42,7 @@ fn build(config: &str, data_dir: &Path) -> Result<Arc<dyn Stage>, String> {
     let t = Topology::parse("test.yaml", &topology(config), &|_| None, &registry).map_err(|d| d.to_string())?;
     let plan = t.plan(None).map_err(|e| e.to_string())?;
     let stage = &plan.stages[0];
-    let env = BuildEnv { stage, node: None, data_dir: data_dir.to_path_buf(), config_dir: ".".into() };
+    let env = BuildEnv { stage, node: None, data_dir: data_dir.to_path_buf(), config_dir: ".".into(), emitter: None };
     registry.stage_factory(&stage.kind).ok_or("no kind")?.build(&stage.config, &env).map_err(|e| e.to_string())
 }
 

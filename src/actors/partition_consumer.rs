@@ -226,6 +226,7 @@ impl PartitionConsumer {
             self.commit(ctx); // calls back here when recorded
             return;
         }
+        tracing::trace!(partition = %self.tp, committed = ?self.tracker.committed(), "quiesced");
         for reply in self.quiescing.drain(..) {
             let _ = reply.send(());
         }
@@ -344,6 +345,7 @@ impl Handler<Resume> for PartitionConsumer {
     type Result = ();
 
     fn handle(&mut self, _: Resume, ctx: &mut Self::Context) {
+        tracing::trace!(partition = %self.tp, held = self.held.len(), "resumed");
         self.quiesced = false;
         while let Some((record, permit)) = self.held.pop_front() {
             self.dispatch(record, permit, ctx);

@@ -79,7 +79,7 @@ impl PoisonLog {
 pub struct RecordProcessor {
     plan: Arc<StagePlan>,
     stage: Arc<dyn Stage>,
-    out: OutputProducer,
+    out: Arc<OutputProducer>,
     checks: PayloadChecks,
     limiter: Option<DefaultDirectRateLimiter>,
     concurrency: Semaphore,
@@ -92,7 +92,7 @@ impl RecordProcessor {
     pub fn new(
         plan: Arc<StagePlan>,
         stage: Arc<dyn Stage>,
-        out: OutputProducer,
+        out: Arc<OutputProducer>,
         checks: PayloadChecks,
         poison: Arc<PoisonLog>,
         stats: Arc<StageStats>,
@@ -136,7 +136,14 @@ impl RecordProcessor {
                     return Processed::Abandoned;
                 };
                 let cx = StageContext { stage: &self.plan.name, attempt };
-                self.stage.handle(&record, &cx).await
+                if self.stage.cancel_on_shutdown() {
+                    tokio::select! {
+                        r = self.stage.handle(&record, &cx) => r,
+                        _ = self.stopping.sleep_or_stop(Duration::from_secs(365 * 24 * 3600)) => return Processed::Abandoned,
+                    }
+                } else {
+                    self.stage.handle(&record, &cx).await
+                }
             };
             match result {
                 Ok(outputs) => return self.emit(&record, outputs, attempt).await,

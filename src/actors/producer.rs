@@ -8,10 +8,10 @@
 //! output was accepted, which is when the input's offset may be committed.
 
 use super::processing::Stopping;
-use crate::envelope::{header, stamp_child, Headers, OutgoingRecord, Record};
+use crate::envelope::{header, stamp_child, stamp_origin, Headers, OutgoingRecord, Record};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::router::field_text;
-use crate::stages::{Output, Payload};
+use crate::stages::{Output, Payload, StageError};
 use crate::topology::plan::{OutputPlan, RetryPolicy};
 use crate::transport::{DeliveryFuture, EnqueueError, Producer, TransportError};
 use bytes::Bytes;
@@ -100,6 +100,22 @@ impl OutputProducer {
         Ok(OutgoingRecord { topic: plan.topic.clone(), partition: None, key, headers, payload })
     }
 
+    /// A record that starts a flow (not produced from an input): an origin envelope.
+    pub fn prepare_origin(&self, out: Output) -> Result<OutgoingRecord, String> {
+        let mut parent = Headers::new();
+        stamp_origin(&mut parent, &self.stage, None);
+        let input = Record {
+            topic: std::sync::Arc::from(""),
+            partition: -1,
+            offset: -1,
+            key: None,
+            headers: parent,
+            payload: Bytes::new(),
+            timestamp_ms: crate::envelope::now_ms(),
+        };
+        self.prepare_one(&input, out, 1)
+    }
+
     /// The record for the DLQ: the input unchanged, with the reason in headers.
     pub fn dead_letter(&self, input: &Record, class: &str, reason: &str, attempts: u32) -> Option<OutgoingRecord> {
         let topic = self.dlq.clone()?;
@@ -157,4 +173,28 @@ fn key_value(payload: &Payload, headers: &Headers, field: &str) -> Option<String
         Payload::Raw(bytes) => serde_json::from_slice::<serde_json::Value>(bytes).ok().and_then(|v| field_text(&v, field)),
     };
     from_payload.or_else(|| header::for_field(field).and_then(|h| headers.get_str(h)).map(str::to_string))
+}
+
+/// Sends records on a stage's outputs outside `handle` — for work a stage does on its own
+/// schedule (a reminder that falls due). Keyed, checked and stamped like `handle`'s outputs;
+/// `emit` returns once the transport accepted the record.
+#[derive(Clone)]
+pub struct Emitter {
+    producer: std::sync::Arc<OutputProducer>,
+    stopping: Stopping,
+}
+
+impl Emitter {
+    pub fn new(producer: std::sync::Arc<OutputProducer>, stopping: Stopping) -> Self {
+        Emitter { producer, stopping }
+    }
+
+    pub async fn emit(&self, out: Output) -> Result<(), StageError> {
+        let record = self.producer.prepare_origin(out).map_err(StageError::Permanent)?;
+        let acks = self.producer.send_all(vec![record], &self.stopping).await.map_err(|e| match e {
+            SendError::Stopped => StageError::Transient("shutting down".into()),
+            SendError::Refused(e) => StageError::Permanent(e.to_string()),
+        })?;
+        acks.await.map_err(|e| StageError::Transient(e.to_string()))
+    }
 }

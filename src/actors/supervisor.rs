@@ -10,7 +10,7 @@
 
 use super::partition_consumer::PartitionSettings;
 use super::processing::{PoisonLog, RecordProcessor, Stopping};
-use super::producer::OutputProducer;
+use super::producer::{Emitter, OutputProducer};
 use super::stage_actor::{StageActor, StageFailed};
 use super::stage_consumer::{StageConsumer, StopConsumer};
 use super::stats::{NodeStats, StageStats};
@@ -190,13 +190,6 @@ impl NodeSupervisor {
             .registry
             .stage_factory(&plan.kind)
             .ok_or_else(|| format!("unknown stage kind `{}`", plan.kind))?;
-        let env = BuildEnv {
-            stage: plan,
-            node: self.cfg.node.as_deref(),
-            data_dir: self.cfg.data_dir.clone(),
-            config_dir: self.cfg.config_dir.clone(),
-        };
-        let stage = factory.build(&plan.config, &env).map_err(|e| e.to_string())?;
         let stats: Arc<StageStats> = self.cfg.stats.stage(&plan.name);
         let transaction = match plan.guarantee {
             Guarantee::ExactlyOnce => {
@@ -214,14 +207,22 @@ impl NodeSupervisor {
             Some(t) => t.producer(),
             None => self.cfg.transport.producer(),
         };
-        let out = OutputProducer::new(
+        let out = Arc::new(OutputProducer::new(
             &plan.name,
             plan.outputs.clone(),
             plan.dlq.clone(),
             producer,
             self.cfg.checks.clone(),
             RetryPolicy { attempts: u32::MAX, ..plan.retry },
-        );
+        ));
+        let env = BuildEnv {
+            stage: plan,
+            node: self.cfg.node.as_deref(),
+            data_dir: self.cfg.data_dir.clone(),
+            config_dir: self.cfg.config_dir.clone(),
+            emitter: Some(Emitter::new(out.clone(), self.stopping.clone())),
+        };
+        let stage = factory.build(&plan.config, &env).map_err(|e| e.to_string())?;
         let poison = self.poison.entry(plan.name.clone()).or_default().clone();
         let processor = Arc::new(RecordProcessor::new(
             plan.clone(),

@@ -76,4 +76,9 @@ impl Stage for Delay {
         }
         Ok(vec![Output::forward("default", record)])
     }
+
+    /// A waiting record holds nothing: on shutdown it is delivered again later.
+    fn cancel_on_shutdown(&self) -> bool {
+        true
+    }
 }

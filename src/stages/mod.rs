@@ -36,6 +36,13 @@ use std::sync::Arc;
 #[async_trait]
 pub trait Stage: Send + Sync + 'static {
     async fn handle(&self, record: &Record, cx: &StageContext<'_>) -> Result<Vec<Output>, StageError>;
+
+    /// Whether a record still in `handle` may be abandoned when the node shuts down (it is
+    /// delivered again later). True for stages that only wait (e.g. `delay`); false by
+    /// default, so a shutdown lets running records finish within the drain timeout.
+    fn cancel_on_shutdown(&self) -> bool {
+        false
+    }
 }
 
 /// What a stage knows about the call.
@@ -134,6 +141,9 @@ pub struct BuildEnv<'a> {
     pub data_dir: PathBuf,
     /// The topology file's directory: relative paths in a stage's config start here.
     pub config_dir: PathBuf,
+    /// Sends records on the stage's outputs outside `handle` (timers, reminders). `None`
+    /// when a stage is built alone (unit tests).
+    pub emitter: Option<crate::actors::producer::Emitter>,
 }
 
 impl BuildEnv<'_> {

@@ -172,7 +172,7 @@ impl Worker {
     pub fn start(name: &str, file: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let mut cmd = Command::new(BIN);
         cmd.arg("run").arg("-t").arg(file).args(args);
-        cmd.env("WEIR_LOG", "info,librdkafka=warn").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.env("WEIR_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -87,6 +87,32 @@ pub async fn partition_counts(spec: &KafkaSpec, topics: Vec<String>) -> Result<H
     .map_err(unavailable)?
 }
 
+/// CreateTopics returns once the controller has the topic; the broker that answers
+/// metadata may learn of it a moment later. Callers (a worker about to join a group, a
+/// test about to read) need it visible with all its partitions, and Kafka offers no event
+/// for that, so poll metadata until it is, within a bound.
+async fn await_metadata(spec: &KafkaSpec, topics: &[(String, i32)]) -> Result<(), TransportError> {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let counts = partition_counts(spec, topics.iter().map(|(n, _)| n.clone()).collect()).await?;
+        let pending: Vec<&str> = topics
+            .iter()
+            .filter(|(n, want)| counts.get(n).is_none_or(|have| have < want))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(TransportError::Unavailable(format!(
+                "topics not visible in metadata {TIMEOUT:?} after creation: {}",
+                pending.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn apply(spec: &KafkaSpec, topics: &[TopicPlan]) -> Result<ApplyReport, TransportError> {
     let admin: AdminClient<DefaultClientContext> = config::base(spec, "weir-admin").create().map_err(unavailable)?;
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
@@ -128,6 +154,14 @@ pub async fn apply(spec: &KafkaSpec, topics: &[TopicPlan]) -> Result<ApplyReport
             }
         }
         report.raised = lower.iter().map(|(t, n)| (t.name.clone(), *n, t.partitions)).collect();
+    }
+    if !report.created.is_empty() || !report.raised.is_empty() {
+        let changed: Vec<(String, i32)> = topics
+            .iter()
+            .filter(|t| report.created.contains(&t.name) || report.raised.iter().any(|(n, _, _)| n == &t.name))
+            .map(|t| (t.name.clone(), t.partitions))
+            .collect();
+        await_metadata(spec, &changed).await?;
     }
 
     let present: Vec<&TopicPlan> = topics.iter().filter(|t| existing.contains_key(&t.name)).collect();

@@ -136,6 +136,7 @@ impl Transaction for KafkaTransaction {
             return Err(TransportError::Unavailable("no consumer group metadata for the transaction".into()));
         }
         let p = self.producer.inner().clone();
+        tracing::debug!(transactional_id = %self.id, ?offsets, "committing transaction");
         let result = tokio::task::spawn_blocking(move || {
             let commit = (|| {
                 if let Some(m) = &metadata {
