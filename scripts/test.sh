@@ -19,10 +19,11 @@ if [ -d tests/kafka ]; then
   services+=(kafka)
   export WEIR_KAFKA_BROKERS="127.0.0.1:${WEIR_KAFKA_PORT:-9092}"
 fi
-if [ -d tests/jaeger ]; then
+if [ -f tests/kafka/jaeger.rs ]; then
   scripts/jaeger.sh start
   services+=(jaeger)
   export WEIR_JAEGER_QUERY="http://127.0.0.1:16686"
+  export WEIR_JAEGER_OTLP="http://127.0.0.1:4318"
 fi
 
 cargo test --locked "$@"

@@ -187,6 +187,11 @@ pub struct OutgoingRecord {
     pub payload: Bytes,
 }
 
+/// When the flow this record belongs to entered weir (ms since the epoch), if stamped.
+pub fn origin_ms(headers: &Headers) -> Option<i64> {
+    headers.get_str(header::ORIGIN_AT).and_then(|v| v.parse().ok())
+}
+
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

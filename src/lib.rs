@@ -22,4 +22,5 @@ pub mod ingress;
 pub mod net;
 pub mod actors;
 pub mod runtime;
+pub mod telemetry;
 pub mod cli;

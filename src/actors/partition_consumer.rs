@@ -24,6 +24,7 @@ use crate::envelope::{Record, TopicPartition};
 use crate::topology::plan::CommitPolicy;
 use crate::transport::{Committer, PartitionStream, TransportError};
 use actix::prelude::*;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -81,6 +82,7 @@ pub struct PartitionConsumer {
     failure: Option<String>,
     owner: Recipient<PartitionExited>,
     stats: Arc<StageStats>,
+    gauges: Arc<super::stats::PartitionGauges>,
 }
 
 impl PartitionConsumer {
@@ -92,8 +94,10 @@ impl PartitionConsumer {
         owner: Recipient<PartitionExited>,
         stats: Arc<StageStats>,
     ) -> Self {
+        let tp = stream.topic_partition().clone();
         PartitionConsumer {
-            tp: stream.topic_partition().clone(),
+            gauges: stats.partition(&tp),
+            tp,
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             stage,
@@ -135,7 +139,10 @@ impl PartitionConsumer {
                     act.on_record(record, permit, ctx);
                     act.pull_next(ctx); // not while quiesced: `Resume` restarts it
                 }
-                (_, Err(e)) => act.fail(ctx, format!("reading {} failed: {e}", act.tp)),
+                (_, Err(e)) => {
+                    StageStats::add(&act.stats.failures.consume_errors, 1);
+                    act.fail(ctx, format!("reading {} failed: {e}", act.tp));
+                }
                 (Err(_), Ok(_)) => act.fail(ctx, "in-flight limiter closed".into()),
             }
         })));
@@ -143,6 +150,7 @@ impl PartitionConsumer {
 
     fn on_record(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         self.tracker.begin(record.offset);
+        self.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Some((record, permit)) = self.lanes.admit(record.key.clone(), (record, permit)) {
             self.dispatch(record, permit, ctx);
         }
@@ -164,10 +172,12 @@ impl PartitionConsumer {
     fn on_accepted(&mut self, offset: i64, accepted: Result<(), TransportError>, ctx: &mut Context<Self>) {
         self.running -= 1;
         if let Err(e) = accepted {
+            StageStats::add(&self.stats.failures.delivery_errors, 1);
             self.fail(ctx, format!("an output of {}@{offset} was not accepted: {e}", self.tp));
             return;
         }
         self.tracker.complete(offset);
+        self.gauges.in_flight.fetch_sub(1, Ordering::Relaxed);
         StageStats::add(&self.stats.completed, 1);
         self.since_commit += 1;
         if self.since_commit >= self.settings.commit.every {
@@ -192,6 +202,7 @@ impl PartitionConsumer {
             match result {
                 Ok(()) => {
                     act.tracker.mark_committed(offset);
+                    act.gauges.committed.store(offset, Ordering::Relaxed);
                     act.stats.set_committed(&act.tp.to_string(), offset);
                 }
                 Err(TransportError::NotOwner(_)) => {
@@ -201,6 +212,7 @@ impl PartitionConsumer {
                     return;
                 }
                 Err(e) => {
+                    StageStats::add(&act.stats.failures.commit_errors, 1);
                     tracing::warn!(partition = %act.tp, offset, error = %e, "commit failed");
                     if act.finishing {
                         // The final commit failed: stop anyway; the next owner re-reads
@@ -295,6 +307,7 @@ impl Actor for PartitionConsumer {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.stats.release_partition(&self.tp, &self.gauges);
         tracing::debug!(stage = %self.settings.stage, partition = %self.tp,
             committed = ?self.tracker.committed(), "partition consumer stopped");
         for reply in self.draining.drain(..) {

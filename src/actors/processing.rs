@@ -111,6 +111,19 @@ impl RecordProcessor {
 
     pub async fn process(&self, record: Record) -> Processed {
         StageStats::add(&self.stats.consumed, 1);
+        StageStats::add_by_topic(&self.stats.consumed_by_topic, &record.topic, 1);
+        if crate::telemetry::trace::enabled() {
+            if let Some(span) = crate::telemetry::spans::record_span(&self.plan, &record) {
+                let processed = tracing::Instrument::instrument(self.process_record(record), span.clone()).await;
+                crate::telemetry::spans::record_outcome(&span, &processed);
+                return processed;
+            }
+        }
+        self.process_record(record).await
+    }
+
+    async fn process_record(&self, record: Record) -> Processed {
+        let started = std::time::Instant::now();
         if let Some((count, message)) = self.poison.get(&record) {
             if count >= self.plan.retry.attempts {
                 self.poison.forget(&record);
@@ -126,10 +139,12 @@ impl RecordProcessor {
         let mut attempt = 1;
         loop {
             if let Some(limiter) = &self.limiter {
+                let waiting = std::time::Instant::now();
                 tokio::select! {
                     _ = limiter.until_ready() => {}
                     _ = self.stopping.sleep_or_stop(Duration::from_secs(3600)) => return Processed::Abandoned,
                 }
+                StageStats::add(&self.stats.rate_limit_wait_ns, waiting.elapsed().as_nanos() as u64);
             }
             let result = {
                 let Ok(_permit) = self.concurrency.acquire().await else {
@@ -145,8 +160,13 @@ impl RecordProcessor {
                     self.stage.handle(&record, &cx).await
                 }
             };
+            match &result {
+                Err(StageError::Transient(_)) => StageStats::add(&self.stats.failures.transient, 1),
+                Err(StageError::Permanent(_)) => StageStats::add(&self.stats.failures.permanent, 1),
+                Ok(_) => {}
+            }
             match result {
-                Ok(outputs) => return self.emit(&record, outputs, attempt).await,
+                Ok(outputs) => return self.emit(&record, outputs, attempt, started).await,
                 Err(StageError::Transient(reason)) if attempt < self.plan.retry.attempts => {
                     StageStats::add(&self.stats.retried, 1);
                     let wait = self.plan.retry.delay(attempt);
@@ -168,18 +188,51 @@ impl RecordProcessor {
         }
     }
 
-    async fn emit(&self, record: &Record, outputs: Vec<crate::stages::Output>, attempt: u32) -> Processed {
+    async fn emit(
+        &self,
+        record: &Record,
+        outputs: Vec<crate::stages::Output>,
+        attempt: u32,
+        started: std::time::Instant,
+    ) -> Processed {
         let business = outputs.iter().filter(|o| o.business.is_some()).count() as u64;
-        let records = match self.out.prepare(record, outputs, attempt) {
+        let mut records = match self.out.prepare(record, outputs, attempt) {
             Ok(r) => r,
             Err(reason) => return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt).await,
         };
+        if crate::telemetry::trace::enabled() {
+            // The outputs continue the trace under this stage's span, not its parent's.
+            let span = tracing::Span::current();
+            if !span.is_none() {
+                for r in &mut records {
+                    crate::telemetry::trace::inject(&span, &mut r.headers);
+                }
+            }
+        }
         let n = records.len() as u64;
+        for r in &records {
+            StageStats::add_by_topic(&self.stats.produced_by_topic, &r.topic, 1);
+        }
         match self.out.send_all(records, &self.stopping).await {
             Ok(acks) => {
+                crate::telemetry::spans::note_outcome(if business > 0 { "business" } else { "produced" }, attempt, None);
                 StageStats::add(&self.stats.produced, n);
                 StageStats::add(&self.stats.business, business);
-                Processed::Enqueued(acks)
+                let stats = self.stats.clone();
+                let origin_ms = crate::envelope::origin_ms(&record.headers);
+                Processed::Enqueued(
+                    acks.map(move |accepted| {
+                        if accepted.is_ok() {
+                            stats.processing.observe(started.elapsed().as_secs_f64());
+                            if let Some(origin) = origin_ms {
+                                let ms = crate::envelope::now_ms().saturating_sub(origin).max(0);
+                                stats.end_to_end.observe(ms as f64 / 1000.0);
+                            }
+                        }
+                        accepted
+                    })
+                    .boxed(),
+                )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
             Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt).await,
@@ -197,9 +250,12 @@ impl RecordProcessor {
         };
         tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
             offset = record.offset, class, %reason, "dead-lettering record");
+        crate::telemetry::spans::note_outcome("dead_lettered", attempts, Some(class));
+        let dlq_topic = dead.topic.clone();
         match self.out.send_all(vec![dead], &self.stopping).await {
             Ok(acks) => {
                 StageStats::add(&self.stats.dead_lettered, 1);
+                StageStats::add_by_topic(&self.stats.dead_lettered_by_topic, &dlq_topic, 1);
                 Processed::Enqueued(acks)
             }
             Err(SendError::Stopped) => Processed::Abandoned,

@@ -41,6 +41,7 @@ pub struct OutputProducer {
     checks: PayloadChecks,
     /// Backoff between attempts to queue while the transport is unavailable.
     backoff: RetryPolicy,
+    stats: Arc<super::stats::StageStats>,
 }
 
 impl OutputProducer {
@@ -51,8 +52,9 @@ impl OutputProducer {
         producer: Arc<dyn Producer>,
         checks: PayloadChecks,
         backoff: RetryPolicy,
+        stats: Arc<super::stats::StageStats>,
     ) -> Self {
-        OutputProducer { stage: stage.to_string(), outputs, dlq, producer, checks, backoff }
+        OutputProducer { stage: stage.to_string(), outputs, dlq, producer, checks, backoff, stats }
     }
 
     pub fn has_dlq(&self) -> bool {
@@ -152,6 +154,7 @@ impl OutputProducer {
             match self.producer.enqueue(record).await {
                 Ok(ack) => return Ok(ack),
                 Err(EnqueueError { error, record: back }) if error.is_retriable() => {
+                    super::stats::StageStats::add(&self.stats.failures.enqueue_errors, 1);
                     attempt += 1;
                     let wait = self.backoff.delay(attempt);
                     tracing::warn!(stage = %self.stage, topic = %back.topic, %error, ?wait, "transport unavailable; waiting to send");

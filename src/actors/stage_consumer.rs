@@ -50,6 +50,10 @@ pub struct StageConsumer {
     failed: bool,
     stopping: bool,
     transaction: Option<Arc<dyn Transaction>>,
+    /// A periodic exactly-once checkpoint is running: the next tick skips instead of
+    /// queueing a second one behind it (two checkpoints back to back would let the first
+    /// one's `Resume` release records while the second one commits).
+    checkpointing: bool,
 }
 
 impl StageConsumer {
@@ -83,28 +87,29 @@ impl StageConsumer {
             failed: false,
             stopping: false,
             transaction,
+            checkpointing: false,
         }
     }
 
-    /// Exactly-once checkpoint: quiesce every partition, commit the transaction. Returns
-    /// the partitions that were quiesced (to resume). Without a transaction: nothing.
+    /// Exactly-once checkpoint: quiesce every partition, commit the transaction; the caller
+    /// resumes the partitions afterwards. Without a transaction: nothing.
+    ///
+    /// The quiesce is sent when the future first runs, not when it is built: a checkpoint
+    /// queued behind another must quiesce again after the first one's `Resume`, or it would
+    /// commit while records run and their outputs would land in a transaction without
+    /// their offsets (duplicates after a crash).
     fn barrier(&self) -> impl std::future::Future<Output = Result<(), TransportError>> {
         let txn = self.transaction.clone();
-        let waits: Vec<_> = if txn.is_some() {
-            self.partitions
-                .values()
-                .map(|addr| {
-                    let (tx, rx) = oneshot::channel();
-                    addr.do_send(Quiesce(tx));
-                    rx
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let partitions: Vec<Addr<PartitionConsumer>> =
+            if txn.is_some() { self.partitions.values().cloned().collect() } else { Vec::new() };
         async move {
             let Some(txn) = txn else { return Ok(()) };
-            futures::future::join_all(waits).await;
+            let waits = partitions.iter().map(|addr| {
+                let (tx, rx) = oneshot::channel();
+                addr.do_send(Quiesce(tx));
+                rx
+            });
+            futures::future::join_all(waits.collect::<Vec<_>>()).await;
             txn.commit().await
         }
     }
@@ -188,9 +193,14 @@ impl Actor for StageConsumer {
         let transaction = self.transaction.clone();
         if self.transaction.is_some() {
             ctx.run_interval(self.settings.commit.interval, |act, ctx| {
+                if act.checkpointing {
+                    return;
+                }
+                act.checkpointing = true;
                 // `wait`: no assignment change may interleave with a checkpoint.
                 let checkpoint = act.barrier();
                 ctx.wait(checkpoint.into_actor(act).map(|result, act, _| {
+                    act.checkpointing = false;
                     act.resume_all();
                     if let Err(e) = result {
                         act.escalate(format!("committing the transaction failed: {e}"));
@@ -199,9 +209,13 @@ impl Actor for StageConsumer {
             });
         }
         let addr = ctx.address();
+        let stats = self.stats.clone();
         tokio::spawn(async move {
             match transport.join(&group, &topics, &member_id, transaction).await {
-                Ok(member) => run_membership(member, addr, leave_rx).await,
+                Ok(member) => {
+                    stats.joined.store(true, std::sync::atomic::Ordering::Relaxed);
+                    run_membership(member, addr, leave_rx).await
+                }
                 Err(e) => addr.do_send(MemberFailed(format!("joining group `{group}` failed: {e}"))),
             }
         });

@@ -191,6 +191,7 @@ impl NodeSupervisor {
             .stage_factory(&plan.kind)
             .ok_or_else(|| format!("unknown stage kind `{}`", plan.kind))?;
         let stats: Arc<StageStats> = self.cfg.stats.stage(&plan.name);
+        let _ = stats.group.set(plan.group.clone());
         let transaction = match plan.guarantee {
             Guarantee::ExactlyOnce => {
                 let id = format!("weir-{}-{}-{}", self.cfg.topology, plan.name, self.cfg.instance);
@@ -214,6 +215,7 @@ impl NodeSupervisor {
             producer,
             self.cfg.checks.clone(),
             RetryPolicy { attempts: u32::MAX, ..plan.retry },
+            stats.clone(),
         ));
         let env = BuildEnv {
             stage: plan,
@@ -346,6 +348,7 @@ impl NodeSupervisor {
     /// or gives up when the restart budget is spent.
     fn restart(&mut self, stage: String, old: Option<Pipeline>, cause: String, ctx: &mut Context<Self>) {
         self.cfg.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        self.cfg.stats.stage(&stage).restarts.fetch_add(1, Ordering::Relaxed);
         if !self.spend_budget() {
             let reason = format!(
                 "restart budget exhausted ({} restarts in {:?}); last: stage `{stage}`: {cause}",

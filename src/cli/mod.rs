@@ -5,6 +5,7 @@ mod export;
 mod load;
 mod produce;
 mod run;
+mod status;
 mod tail;
 mod topics;
 
@@ -56,6 +57,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print a topic's records as JSON lines.
     Tail(tail::TailArgs),
+    /// Summarize running nodes from their metrics: stages, records/s, lag, DLQ, restarts.
+    Status(status::StatusArgs),
     /// Manage the topology's topics on Kafka (apply, status).
     #[command(subcommand)]
     Topics(topics::TopicsCommand),
@@ -72,7 +75,10 @@ pub fn main() -> ExitCode {
 /// Runs the CLI with your own registry: `Registry::builtin()` plus your kinds.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `run` sets logging up itself, once the topology says where spans go.
+    if !matches!(cli.command, Command::Run(_)) {
+        let _ = init_logging(None);
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args, registry),
         Command::Validate { topology } => {
@@ -83,6 +89,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
         }
         Command::Produce(args) => produce::produce(args, &registry),
         Command::Tail(args) => tail::tail(args, &registry),
+        Command::Status(args) => status::status(args, &registry),
         Command::Topics(cmd) => topics::topics(cmd, &registry),
         Command::Export(cmd) => export::export(cmd, &registry),
     };
@@ -95,15 +102,37 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr (filter from `WEIR_LOG` or `RUST_LOG`, default `info`) and, with
+/// `spans` set, exports spans over OTLP. The guard flushes spans when dropped. Public so
+/// that benchmarks measure the subscriber `weir run` installs.
+pub fn init_logging(
+    spans: Option<&crate::telemetry::trace::TracingSettings>,
+) -> Result<Option<crate::telemetry::trace::TracingGuard>, CliError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = std::env::var("WEIR_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_filter(tracing_subscriber::EnvFilter::new(filter));
+    let registry = tracing_subscriber::registry().with(fmt);
+    match spans {
+        None => {
+            let _ = registry.try_init();
+            Ok(None)
+        }
+        Some(settings) => {
+            let (otel, guard) =
+                crate::telemetry::trace::layer(settings).map_err(|e| CliError::Failed(e.to_string()))?;
+            // Spans are exported whatever the log level says; weir's own spans are info.
+            let otel = otel.with_filter(tracing_subscriber::EnvFilter::new("weir=info,off"));
+            let _ = registry.with(otel).try_init();
+            Ok(Some(guard))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -26,8 +26,17 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, registry: Registry) -> Result<(), CliError> {
-    let topology = load::load(&args.topology.file, &registry)?;
+    let loaded = load::load(&args.topology.file, &registry);
+    if loaded.is_err() {
+        let _ = super::init_logging(None);
+    }
+    let topology = loaded?;
     let plan = topology.plan(args.node.as_deref())?;
+    let spans = span_export(&plan.tracing, args.node.as_deref(), |k| std::env::var(k).ok());
+    let _spans = super::init_logging(spans.as_ref())?;
+    if let Some(s) = &spans {
+        tracing::info!(endpoint = %s.endpoint, service = %s.service_name, sampling = s.sampling, "exporting spans");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -61,6 +70,22 @@ pub fn run(args: RunArgs, registry: Registry) -> Result<(), CliError> {
             Err(CliError::Failed(format!("node stopped: {}", exit.reason)))
         }
     })
+}
+
+/// Where spans go, if anywhere: the topology's `tracing.endpoint`, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; service name from the topology, else `OTEL_SERVICE_NAME`,
+/// else `weir-<node>`.
+fn span_export(
+    spec: &crate::topology::spec::TracingSpec,
+    node: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<crate::telemetry::trace::TracingSettings> {
+    let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let endpoint = non_empty(spec.endpoint.clone()).or_else(|| non_empty(env("OTEL_EXPORTER_OTLP_ENDPOINT")))?;
+    let service_name = non_empty(spec.service_name.clone())
+        .or_else(|| non_empty(env("OTEL_SERVICE_NAME")))
+        .unwrap_or_else(|| node.map_or_else(|| "weir".to_string(), |n| format!("weir-{n}")));
+    Some(crate::telemetry::trace::TracingSettings { endpoint, service_name, sampling: spec.sampling.unwrap_or(1.0) })
 }
 
 async fn shutdown_signal() {

@@ -69,7 +69,16 @@ impl Publisher {
             for (n, v) in &item.headers {
                 headers.set_str(n.clone(), v);
             }
+            // With trace export on, the flow's trace continues under the ingress request's
+            // span (a child of the caller's `traceparent`, if it sent one).
+            let traced = crate::telemetry::trace::enabled()
+                .then(|| crate::telemetry::trace::traceparent_of(&tracing::Span::current()))
+                .flatten();
             let id = stamp_origin(&mut headers, &self.source, item.traceparent.as_deref());
+            if let Some(tp) = &traced {
+                // The request's span is the parent of the first stage's span.
+                headers.set_str(crate::envelope::header::TRACEPARENT, tp);
+            }
             let payload = serde_json::to_vec(&item.payload).map_err(|e| PublishError::Invalid(e.to_string()))?;
             records.push((
                 id,

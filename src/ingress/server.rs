@@ -5,7 +5,11 @@ use super::{IngressEnv, Publisher};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::Registry;
 use crate::topology::plan::IngressPlan;
+use crate::actors::stats::NodeStats;
 use crate::transport::Producer;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +42,7 @@ pub async fn bind_all(
     checks: &PayloadChecks,
     data_dir: &Path,
     config_dir: &Path,
+    stats: Arc<NodeStats>,
 ) -> Result<Vec<BoundIngress>, IngressError> {
     let mut by_addr: BTreeMap<String, (Vec<String>, axum::Router)> = BTreeMap::new();
     for plan in plans {
@@ -58,6 +63,10 @@ pub async fn bind_all(
     }
     let mut bound = Vec::new();
     for (addr, (names, router)) in by_addr {
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            Observed { names: Arc::from(names.join(",")), stats: stats.clone() },
+            observe,
+        ));
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| IngressError::Bind { addr: addr.clone(), names: names.join(", "), source })?;
@@ -67,6 +76,32 @@ pub async fn bind_all(
         bound.push(BoundIngress { addr, names, listener, router });
     }
     Ok(bound)
+}
+
+#[derive(Clone)]
+struct Observed {
+    names: Arc<str>,
+    stats: Arc<NodeStats>,
+}
+
+/// Counts every request by status (`weir_ingress_requests_total`) and, with trace export
+/// on, runs it inside the server span that starts the flow's trace.
+async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Response {
+    let response = if crate::telemetry::trace::enabled() {
+        let traceparent = super::http::traceparent(req.headers());
+        let span = crate::telemetry::spans::ingress_span(&o.names, req.method().as_str(), req.uri().path(), traceparent.as_deref());
+        let response = tracing::Instrument::instrument(next.run(req), span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        response
+    } else {
+        next.run(req).await
+    };
+    let key = (o.names.to_string(), response.status().as_u16());
+    o.stats.ingress_requests.entry(key).or_default().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    response
 }
 
 impl BoundIngress {

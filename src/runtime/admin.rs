@@ -3,7 +3,9 @@
 //! node's embedded transport from another process.
 //!
 //! - `GET  /healthz` — 200 while the supervisor is healthy, else 503.
-//! - `GET  /readyz`  — 200 once the node runs.
+//! - `GET  /readyz`  — 200 once every stage's consumer joined its group and the transport
+//!   answers; else 503 with what is missing.
+//! - `GET  /metrics` — Prometheus text (docs/observability.md).
 //! - `GET  /stats`   — per-stage counters as JSON.
 //! - `POST /topics/{topic}/records?key=K|key_field=F` — JSON object, array or NDJSON body.
 //! - `GET  /topics/{topic}/records?from=earliest|latest&limit=N&follow=true` — NDJSON.
@@ -15,6 +17,7 @@ use crate::ingress::http::{is_ndjson, read_body, traceparent, ApiError};
 use crate::ingress::http_json::parse_records;
 use crate::ingress::{Publish, Publisher};
 use crate::stages::payload::PayloadChecks;
+use crate::telemetry::metrics::BuildInfo;
 use crate::transport::{StartFrom, Transport};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -27,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 const MAX_PRODUCE_BODY: usize = 16 * 1024 * 1024;
+const READY_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone)]
 struct AdminState {
@@ -34,6 +38,9 @@ struct AdminState {
     checks: PayloadChecks,
     stats: Arc<NodeStats>,
     health: Arc<Health>,
+    info: BuildInfo,
+    /// A topic of the node's, to ask the transport about (readiness).
+    probe_topic: Option<String>,
 }
 
 pub struct BoundAdmin {
@@ -48,11 +55,14 @@ pub async fn bind(
     checks: PayloadChecks,
     stats: Arc<NodeStats>,
     health: Arc<Health>,
+    info: BuildInfo,
+    probe_topic: Option<String>,
 ) -> Result<BoundAdmin, std::io::Error> {
-    let state = AdminState { transport, checks, stats, health };
+    let state = AdminState { transport, checks, stats, health, info, probe_topic };
     let router = axum::Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(|| async { Json(serde_json::json!({"status": "ready"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/stats", get(stats_json))
         .route("/topics/{topic}/records", get(tail).post(produce))
         .with_state(state);
@@ -76,6 +86,42 @@ async fn healthz(State(s): State<AdminState>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "unhealthy"}))).into_response()
     }
+}
+
+/// Ready = every stage's consumer joined its group (its partitions, possibly none when a
+/// group has more members than partitions, are assigned) and the transport answers.
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let waiting: Vec<String> = s
+        .stats
+        .stages
+        .iter()
+        .filter(|e| !e.value().joined.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|e| e.key().clone())
+        .collect();
+    let transport = match &s.probe_topic {
+        Some(topic) => match tokio::time::timeout(READY_PROBE, s.transport.partition_count(topic)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {READY_PROBE:?}")),
+        },
+        None => Ok(()),
+    };
+    let partitions: serde_json::Map<String, serde_json::Value> =
+        s.stats.stages.iter().map(|e| (e.key().clone(), serde_json::json!(e.value().partitions.len()))).collect();
+    let ready = waiting.is_empty() && transport.is_ok() && s.health.is_healthy();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "stages_not_joined": waiting,
+        "transport": match &transport { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
+        "partitions": partitions,
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    let text = crate::telemetry::metrics::render(&s.stats, s.health.is_healthy(), &s.info, s.transport.as_ref()).await;
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn stats_json(State(s): State<AdminState>) -> Json<serde_json::Value> {

@@ -5,6 +5,7 @@
 pub mod admin;
 
 use crate::actors::stats::NodeStats;
+use crate::telemetry::metrics::BuildInfo;
 use crate::actors::supervisor::{
     Health, NodeExit, NodeSupervisor, RestartBackoff, RestartBudget, Shutdown, SupervisorConfig,
 };
@@ -151,6 +152,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
         Some(t) => t.clone(),
         None => connect(&opts.plan)?,
     };
+    crate::telemetry::spans::set_messaging_system(transport.kind());
     std::fs::create_dir_all(&opts.data_dir)
         .map_err(|source| RuntimeError::DataDir { path: opts.data_dir.clone(), source })?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -287,11 +289,23 @@ async fn prepare(
         &checks,
         &opts.data_dir,
         &opts.config_dir,
+        stats.clone(),
     )
     .await?;
     let admin = match &opts.plan.admin_listen {
         Some(addr) => Some(
-            admin::bind(addr, transport.clone(), checks.clone(), stats.clone(), health.clone())
+            admin::bind(
+                addr,
+                transport.clone(),
+                checks.clone(),
+                stats.clone(),
+                health.clone(),
+                BuildInfo {
+                    node: opts.plan.node.clone().unwrap_or_else(|| "all".into()),
+                    transport: transport.kind().to_string(),
+                },
+                opts.plan.topics.keys().next().cloned(),
+            )
                 .await
                 .map_err(|source| RuntimeError::Admin { addr: addr.clone(), source })?,
         ),

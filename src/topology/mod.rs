@@ -17,6 +17,7 @@ pub mod graph;
 pub mod plan;
 mod source;
 pub mod spec;
+pub mod strimzi;
 pub mod units;
 mod validate;
 

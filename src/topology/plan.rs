@@ -24,6 +24,7 @@ pub struct Plan {
     pub embedded_capacity: u64,
     pub kafka: super::spec::KafkaSpec,
     pub admin_listen: Option<String>,
+    pub tracing: super::spec::TracingSpec,
     /// Every declared topic (a node may produce to topics it does not consume).
     pub topics: BTreeMap<String, TopicPlan>,
     /// The stages this node runs.
@@ -287,6 +288,7 @@ pub(crate) fn build(
         embedded_capacity: spec.embedded.max_records_per_partition.unwrap_or(DEFAULT_EMBEDDED_CAPACITY).max(1),
         kafka: spec.kafka.clone(),
         admin_listen: spec.admin.listen.clone(),
+        tracing: spec.tracing.clone(),
         topics,
         stages,
         ingress,

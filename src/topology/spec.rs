@@ -24,6 +24,8 @@ pub struct TopologySpec {
     pub kafka: KafkaSpec,
     #[serde(default)]
     pub admin: AdminSpec,
+    #[serde(default)]
+    pub tracing: TracingSpec,
     /// Defaults applied to every stage that does not set the field itself.
     #[serde(default)]
     pub defaults: StageDefaults,
@@ -100,6 +102,22 @@ pub struct KafkaSecuritySpec {
 pub struct AdminSpec {
     #[serde(default)]
     pub listen: Option<String>,
+}
+
+/// Span export over OTLP/HTTP. Off unless an endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct TracingSpec {
+    /// OTLP/HTTP base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Fraction of new traces recorded, 0.0..=1.0 (default 1.0). Stages follow the
+    /// decision made at ingress, so a trace is whole or absent.
+    #[serde(default)]
+    pub sampling: Option<f64>,
+    /// `service.name`; default `weir-<node>` (or `weir` when one process runs everything).
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

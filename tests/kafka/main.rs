@@ -4,5 +4,7 @@
 mod support;
 
 mod crash;
+mod jaeger;
 mod rebalance;
+mod skeji;
 mod throughput;

@@ -247,3 +247,27 @@ kafka:
     let d = only(yaml);
     assert_at(&d, yaml, 3, "SASL_PLAINTEXT", "", "protocol `SASL_PLAINTEXT` needs `kafka.security.password`");
 }
+
+#[test]
+fn tracing_sampling_and_endpoint_are_checked() {
+    let yaml = "\
+tracing:
+  endpoint: 127.0.0.1:4318
+  sampling: 1.5
+  sevice_name: typo
+topics:
+  in: {}
+  out: {}
+stages:
+  work: {kind: passthrough, from: in, to: out}
+";
+    let d = errors(yaml);
+    let lines: Vec<u32> = d.iter().map(|d| d.line).collect();
+    assert_eq!(lines, vec![2, 3, 4], "{}", Diagnostics(d.clone()));
+    assert!(d[0].message.contains("http://"), "{}", d[0].message);
+    assert!(d[1].message.contains("between 0.0 and 1.0"), "{}", d[1].message);
+    assert!(d[2].message.contains("sevice_name"), "{}", d[2].message);
+    assert_valid(
+        "tracing: {endpoint: 'http://127.0.0.1:4318', sampling: 0.01, service_name: weir-x}\ntopics: {in: {}, out: {}}\nstages:\n  work: {kind: passthrough, from: in, to: out}\n",
+    );
+}

@@ -16,6 +16,24 @@ pub(super) fn check(cx: &mut Cx<'_>) {
     stages(cx);
     ingress(cx);
     transport(cx);
+    tracing(cx);
+}
+
+fn tracing(cx: &mut Cx<'_>) {
+    let t = &cx.spec.tracing;
+    if let Some(s) = t.sampling {
+        if !(0.0..=1.0).contains(&s) {
+            cx.at_value(&["tracing", "sampling"], format!("`sampling` must be between 0.0 and 1.0, not {s}"));
+        }
+    }
+    if let Some(e) = t.endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            cx.at_value(
+                &["tracing", "endpoint"],
+                format!("`endpoint` must be an http:// or https:// URL (OTLP/HTTP, e.g. http://127.0.0.1:4318), not `{e}`"),
+            );
+        }
+    }
 }
 
 fn topics(cx: &mut Cx<'_>) {

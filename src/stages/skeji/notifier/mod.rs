@@ -6,7 +6,8 @@
 //! - a `DomainEvent` → the owner about new/cancelled bookings, the user about an owner's
 //!   approval; every approval schedules a reminder `reminder_before` the start, every
 //!   cancellation removes it (sent by a background task, [`reminders`]);
-//! - a record on a `dlq-*` topic → an apology to the user whose message it was.
+//! - a dead-lettered record (DLQ headers naming another topic, or on a `dlq-*` topic) →
+//!   an apology to the user whose message it was.
 //!
 //! Every message has a notification id (`result:<correlation_id>`, `rejection:<message_id>`,
 //! `event:<event_id>:<recipient>`, `reminder:<booking_id>`, `apology:<message_id>`) and is
@@ -173,6 +174,15 @@ fn dlq_user(payload: &Value) -> Option<&str> {
         .find(|p| !p.is_empty())
 }
 
+/// Whether `record` was dead-lettered. Topic names are the deployment's (one Kafka
+/// cluster shared by environments or tests prefixes them), so the runtime's DLQ headers
+/// decide: the record names an original topic other than the one it is on (a record
+/// replayed to its original topic with the headers kept is not one). A record on a
+/// `dlq-*` topic without them counts too (produced there by hand).
+fn dead_lettered(record: &Record) -> bool {
+    record.header(header::DLQ_TOPIC).is_some_and(|original| original != &*record.topic) || record.topic.starts_with("dlq-")
+}
+
 /// The apology for a dead-lettered record, keyed by the user's message id when the payload
 /// has one (so a message dead-lettered twice gets one apology), else by where the record
 /// was when it failed.
@@ -242,7 +252,7 @@ impl Notifier {
 
     /// What to say about `record`.
     async fn messages(&self, record: &Record) -> Result<Vec<Message>, StageError> {
-        if record.topic.starts_with("dlq-") {
+        if dead_lettered(record) {
             return Ok(apology(record).into_iter().collect());
         }
         let v: Value = decode(record)?;
@@ -275,5 +285,43 @@ impl Stage for Notifier {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Headers;
+    use bytes::Bytes;
+
+    fn record(topic: &str, original: Option<&str>) -> Record {
+        let mut headers = Headers::new();
+        if let Some(t) = original {
+            headers.set_str(header::DLQ_TOPIC, t);
+            headers.set_str(header::DLQ_REASON, "invalid LLM output");
+        }
+        Record {
+            topic: Arc::from(topic),
+            partition: 0,
+            offset: 3,
+            key: None,
+            headers,
+            payload: Bytes::from(r#"{"user_phone":"972531112233","message_id":"wamid.1"}"#),
+            timestamp_ms: now_ms(),
+        }
+    }
+
+    #[test]
+    fn dead_lettered_records_are_known_by_their_headers_whatever_the_topic_is_called() {
+        assert!(dead_lettered(&record("test-1234-dlq-llm-layer", Some("test-1234-scrub-layer-to-llm-layer"))));
+        assert!(dead_lettered(&record("dlq-llm-layer", Some("scrub-layer-to-llm-layer"))));
+        assert!(dead_lettered(&record("dlq-llm-layer", None)), "a `dlq-*` topic without headers");
+        assert!(!dead_lettered(&record("pipeline-executor-to-notifier", None)));
+        assert!(
+            !dead_lettered(&record("pipeline-executor-to-notifier", Some("pipeline-executor-to-notifier"))),
+            "replayed to its original topic with the headers kept"
+        );
+        let m = apology(&record("prod-dlq-llm-layer", Some("prod-scrub-layer-to-llm-layer"))).expect("an apology");
+        assert_eq!((m.to.as_str(), m.kind, m.notification_id.as_str()), ("972531112233", "apology", "apology:wamid.1"));
     }
 }

@@ -148,16 +148,19 @@ impl WhatsApp {
     }
 
     async fn attempt(&self, body: &Value) -> Result<(), (SinkError, Option<Duration>)> {
+        // The outbound call is its own client span in the record's trace (when exported).
+        let span = if crate::telemetry::trace::enabled() {
+            tracing::info_span!(target: "weir::http", "POST messages", otel.kind = "client", otel.name = "POST whatsapp messages",
+                http.request.method = "POST", url.full = %self.url, http.response.status_code = tracing::field::Empty)
+        } else {
+            tracing::Span::none()
+        };
         let transient = |reason: String| SinkError::Transient { sink: "whatsapp", reason };
-        let resp = self
-            .client
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
+        let resp = tracing::Instrument::instrument(self.client.post(&self.url).bearer_auth(&self.token).json(body).send(), span.clone())
             .await
             .map_err(|e| (transient(format!("POST {}: {e}", self.url)), None))?;
         let status = resp.status();
+        span.record("http.response.status_code", status.as_u16());
         if status.is_success() {
             return Ok(());
         }
