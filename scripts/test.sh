@@ -26,4 +26,10 @@ if [ -f tests/kafka/jaeger.rs ]; then
   export WEIR_JAEGER_OTLP="http://127.0.0.1:4318"
 fi
 
-cargo test --locked "$@"
+# Without arguments, show what passing tests printed too: the Kafka, Jaeger and metrics
+# tests print their counts (lost, duplicated, trace ids, spans per service).
+if [ $# -eq 0 ]; then
+  cargo test --locked -- --show-output
+else
+  cargo test --locked "$@"
+fi
