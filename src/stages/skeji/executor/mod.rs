@@ -103,6 +103,7 @@ impl StageKind for Executor {
             .map_err(|e| BuildError::new(env, format!("cannot create data dir {}: {e}", env.data_dir.display())))?;
         let db = Db::open(&env.data_dir).map_err(|e| BuildError::new(env, e))?;
         db.migrate(ledger::SCHEMA).map_err(|e| BuildError::new(env, e))?;
+        ledger::migrate_winner(&db).map_err(|e| BuildError::new(env, e))?;
         Ok(Arc::new(ExecutorStage {
             db,
             step_timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
@@ -274,20 +275,33 @@ impl ExecutorStage {
     /// is still claimed — its deadline must not also report a timeout.
     async fn finish_step(
         &self,
+        record: &Record,
         slip: &RoutingSlip,
         outcome: &str,
         outputs: Result<Vec<Output>, StageError>,
         now: i64,
     ) -> Result<Vec<Output>, StageError> {
-        let won = ledger::claim(&self.db, &slip.correlation_id, slip.current, outcome, now)
+        // The same record delivered again has the same message id (or, without one, the
+        // same place in its partition).
+        let winner = match record.headers.get_str(crate::envelope::header::MESSAGE_ID) {
+            Some(id) => id.to_string(),
+            None => format!("{}[{}]@{}", record.topic, record.partition, record.offset),
+        };
+        let claim = ledger::claim(&self.db, &slip.correlation_id, slip.current, outcome, &winner, now)
             .await
             .map_err(DbError::into_stage_error)?;
-        if !won {
-            let cid = &slip.correlation_id;
-            tracing::debug!(correlation_id = %cid, step = slip.current, outcome, "step already ended: dropped");
-            return Ok(Vec::new());
+        let cid = &slip.correlation_id;
+        match claim {
+            ledger::Claim::Won => outputs,
+            ledger::Claim::Redelivered => {
+                tracing::info!(correlation_id = %cid, step = slip.current, outcome, "step's winner delivered again: emitting its outputs again");
+                outputs
+            }
+            ledger::Claim::Lost => {
+                tracing::debug!(correlation_id = %cid, step = slip.current, outcome, "step already ended: dropped");
+                Ok(Vec::new())
+            }
         }
-        outputs
     }
 
     async fn maybe_prune(&self, now: i64) {
@@ -312,7 +326,7 @@ impl Stage for ExecutorStage {
         let out = if self.deadline_topic.as_deref() == Some(&*record.topic) {
             let marker: StepDeadline = decode(record)?;
             let outputs = self.timeout(&marker.slip).map(|o| vec![o]);
-            self.finish_step(&marker.slip, "deadline", outputs, now).await?
+            self.finish_step(record, &marker.slip, "deadline", outputs, now).await?
         } else {
             // Requests and replies are told apart by shape: only a request has `pipeline`.
             let v: Value = decode(record)?;
@@ -325,7 +339,7 @@ impl Stage for ExecutorStage {
                 let slip = reply.slip.clone();
                 let outcome = reply.status.clone();
                 let outputs = self.after_reply(reply, now);
-                self.finish_step(&slip, &outcome, outputs, now).await?
+                self.finish_step(record, &slip, &outcome, outputs, now).await?
             }
         };
         self.maybe_prune(now).await;
