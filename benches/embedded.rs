@@ -8,22 +8,18 @@
 //! Run: `cargo bench --bench embedded`. Numbers go in benches/README.md. Uses the same
 //! allocator as the `weir` binary (mimalloc).
 
+mod common;
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weir::envelope::{Headers, OutgoingRecord, TopicPartition};
-use weir::runtime::{self, NodeOptions};
-use weir::stages::Registry;
 use weir::topology::plan::{PayloadDecl, TopicPlan};
-use weir::topology::Topology;
 use weir::transport::embedded::EmbeddedTransport;
 use weir::transport::{StartFrom, Transport};
-
-const PAYLOAD: &[u8] = br#"{"id":1,"user_phone":"972501234567","text":"book a haircut tomorrow at 3pm","pad":"................................................................................................................................................................................"}"#;
 
 fn topic(name: &str, partitions: i32) -> TopicPlan {
     TopicPlan {
@@ -39,13 +35,7 @@ fn topic(name: &str, partitions: i32) -> TopicPlan {
 }
 
 fn record(topic: &str, i: u64) -> OutgoingRecord {
-    OutgoingRecord {
-        topic: topic.into(),
-        partition: None,
-        key: Some(Bytes::from(format!("user-{}", i % 1000))),
-        headers: Headers::new(),
-        payload: Bytes::from_static(PAYLOAD),
-    }
+    common::record(topic, i, Headers::new())
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -102,17 +92,6 @@ fn embedded_log(c: &mut Criterion) {
     g.finish();
 }
 
-const THREE_STAGES: &str = r#"
-topics:
-  in: {partitions: 4}
-  a: {partitions: 4}
-  b: {partitions: 4}
-  out: {partitions: 4}
-stages:
-  one: {kind: passthrough, from: in, to: a}
-  two: {kind: passthrough, from: a, to: b}
-  three: {kind: passthrough, from: b, to: out}
-"#;
 
 fn topology(c: &mut Criterion) {
     let rt = rt();
@@ -134,40 +113,7 @@ fn topology(c: &mut Criterion) {
 }
 
 async fn run_once(n: u64) -> Duration {
-    let env = |_: &str| None;
-    let registry = Registry::builtin();
-    let t = Topology::parse("bench.yaml", THREE_STAGES, &env, &registry).expect("topology");
-    let mut opts = NodeOptions::new(t.plan(None).expect("plan"), Arc::new(registry));
-    opts.data_dir = std::env::temp_dir().join("weir-bench");
-    let node = runtime::start(opts).await.expect("node");
-    let transport = node.transport.clone();
-    let started = Instant::now();
-    let producer = transport.producer();
-    for i in 0..n {
-        producer.send(record("in", i)).await.expect("send");
-    }
-    // Wait for the last stage to have written every record.
-    let mut readers = Vec::new();
-    for p in 0..4 {
-        readers.push(transport.reader(&TopicPartition::new("out", p), StartFrom::Earliest).await.expect("reader"));
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for mut r in readers {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while r.next().await.is_ok() {
-                if tx.send(()).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    for _ in 0..n {
-        rx.recv().await.expect("output");
-    }
-    let elapsed = started.elapsed();
-    node.shutdown().await;
-    elapsed
+    common::three_stages_once(n, "weir-bench", |i| record("in", i)).await
 }
 
 criterion_group!(benches, embedded_log, topology);

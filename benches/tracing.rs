@@ -9,35 +9,21 @@
 //! Run: `cargo bench --bench tracing`. Prints records/s per mode (best of 3 runs of
 //! 50 000 records) and the ratio to the mode without export. Numbers go in benches/README.md.
 
+mod common;
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use weir::envelope::{Headers, OutgoingRecord, TopicPartition};
-use weir::runtime::{self, NodeOptions};
-use weir::stages::Registry;
-use weir::topology::Topology;
-use weir::transport::StartFrom;
+use std::time::Duration;
+use weir::envelope::Headers;
 
-const PAYLOAD: &[u8] = br#"{"id":1,"user_phone":"972501234567","text":"book a haircut tomorrow at 3pm","pad":"................................................................................................................................................................................"}"#;
 const RECORDS: u64 = 50_000;
 const RUNS: usize = 3;
 const MODE_VAR: &str = "WEIR_BENCH_TRACING_MODE";
 
-const THREE_STAGES: &str = r#"
-topics:
-  in: {partitions: 4}
-  a: {partitions: 4}
-  b: {partitions: 4}
-  out: {partitions: 4}
-stages:
-  one: {kind: passthrough, from: in, to: a}
-  two: {kind: passthrough, from: a, to: b}
-  three: {kind: passthrough, from: b, to: out}
-"#;
 
 fn main() {
     // `cargo bench` passes `--bench`; a child gets its mode through the environment.
@@ -109,17 +95,8 @@ fn child(mode: &str) {
 }
 
 async fn run_once() -> Duration {
-    let env = |_: &str| None;
-    let registry = Registry::builtin();
-    let t = Topology::parse("bench.yaml", THREE_STAGES, &env, &registry).expect("topology");
-    let mut opts = NodeOptions::new(t.plan(None).expect("plan"), Arc::new(registry));
-    opts.data_dir = std::env::temp_dir().join("weir-bench-tracing");
-    let node = runtime::start(opts).await.expect("node");
-    let transport = node.transport.clone();
-    let started = Instant::now();
-    let producer = transport.producer();
     let ratio: f64 = std::env::var(MODE_VAR).ok().and_then(|m| m.parse().ok()).unwrap_or(0.0);
-    for i in 0..RECORDS {
+    common::three_stages_once(RECORDS, "weir-bench-tracing", |i| {
         // As from an HTTP ingress: the flow's trace context with the sampling decision
         // made where the trace started (`ratio` of the traces are recorded).
         let mut headers = Headers::new();
@@ -129,31 +106,7 @@ async fn run_once() -> Duration {
             let tp = if sampled { tp } else { format!("{}00", &tp[..53]) };
             headers.set_str(weir::envelope::header::TRACEPARENT, &tp);
         }
-        let r = OutgoingRecord {
-            topic: "in".into(),
-            partition: None,
-            key: Some(Bytes::from(format!("user-{}", i % 1000))),
-            headers,
-            payload: Bytes::from_static(PAYLOAD),
-        };
-        producer.send(r).await.expect("send");
-    }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for p in 0..4 {
-        let mut r = transport.reader(&TopicPartition::new("out", p), StartFrom::Earliest).await.expect("reader");
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while r.next().await.is_ok() {
-                if tx.send(()).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    for _ in 0..RECORDS {
-        rx.recv().await.expect("output");
-    }
-    let elapsed = started.elapsed();
-    node.shutdown().await;
-    elapsed
+        common::record("in", i, headers)
+    })
+    .await
 }

@@ -5,33 +5,11 @@
 
 mod common;
 
-use common::{record, start, wait_fully_committed, Options};
+use common::{run_router_audit, start, Options, ROUTER_AUDIT};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_weir");
 
-const TOPOLOGY: &str = r#"
-name: status-test
-admin: {listen: "127.0.0.1:0"}
-topics:
-  orders-in: {partitions: 4}
-  routed: {partitions: 4}
-  audited: {partitions: 2}
-  dlq-router: {partitions: 1}
-stages:
-  router:
-    kind: router
-    from: orders-in
-    to: {orders: routed}
-    dlq: dlq-router
-    commit: {every: 10, interval: 50ms}
-    config: {field: type, routes: {order: orders}}
-  audit:
-    kind: passthrough
-    from: routed
-    to: audited
-    commit: {every: 10, interval: 50ms}
-"#;
 
 /// Runs the binary off the runtime's threads (the node runs on them).
 async fn weir(args: Vec<String>) -> Output {
@@ -54,17 +32,10 @@ fn stage<'a>(node: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_what_the_node_processed() {
-    let node = start(TOPOLOGY, Options::default()).await;
+    let node = start(ROUTER_AUDIT, Options::default()).await;
     let admin = node.admin.expect("admin port").to_string();
     let (good, bad) = (300u64, 17u64);
-    let producer = node.transport.producer();
-    for id in 0..good + bad {
-        let kind = if id < good { "order" } else { "bogus" };
-        let r = record("orders-in", id, &format!("k{}", id % 23), id, serde_json::json!({"type": kind}));
-        producer.send(r).await.expect("produced");
-    }
-    wait_fully_committed(&node, "router", "orders-in").await;
-    wait_fully_committed(&node, "audit", "routed").await;
+    run_router_audit(&node, good, bad).await;
 
     let args = |more: &[&str]| -> Vec<String> {
         ["status", "--admin", admin.as_str(), "--interval", "200ms"].iter().chain(more).map(|s| s.to_string()).collect()

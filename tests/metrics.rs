@@ -5,32 +5,9 @@
 
 mod common;
 
-use common::{record, start, Options, DEADLINE};
+use common::{run_router_audit, start, Options, ROUTER_AUDIT};
 use std::collections::HashMap;
-use weir::envelope::TopicPartition;
 
-const TOPOLOGY: &str = r#"
-name: metrics-test
-admin: {listen: "127.0.0.1:0"}
-topics:
-  orders-in: {partitions: 4}
-  routed: {partitions: 4}
-  audited: {partitions: 2}
-  dlq-router: {partitions: 1}
-stages:
-  router:
-    kind: router
-    from: orders-in
-    to: {orders: routed}
-    dlq: dlq-router
-    commit: {every: 10, interval: 50ms}
-    config: {field: type, routes: {order: orders}}
-  audit:
-    kind: passthrough
-    from: routed
-    to: audited
-    commit: {every: 10, interval: 50ms}
-"#;
 
 struct Scraped(Vec<prometheus_parse::Sample>, String);
 
@@ -71,32 +48,12 @@ impl Scraped {
     }
 }
 
-/// Waits (on commit events, bounded) until `stage` committed every partition of `topic`
-/// up to its end.
-async fn await_committed(node: &weir::runtime::NodeHandle, stage: &str, topic: &str, partitions: i32) {
-    let stats = node.stats.stage(stage);
-    for p in 0..partitions {
-        let tp = TopicPartition::new(topic, p);
-        let end = node.transport.end_offset(&tp).await.expect("end offset");
-        tokio::time::timeout(DEADLINE, stats.wait_committed(&tp.to_string(), end))
-            .await
-            .unwrap_or_else(|_| panic!("{stage} did not commit {tp} up to {end}"));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_every_record_and_lag_returns_to_zero() {
-    let node = start(TOPOLOGY, Options::default()).await;
+    let node = start(ROUTER_AUDIT, Options::default()).await;
     let admin = node.admin.expect("admin port");
     let (good, bad) = (300u64, 17u64);
-    let producer = node.transport.producer();
-    for id in 0..good + bad {
-        let kind = if id < good { "order" } else { "bogus" };
-        let r = record("orders-in", id, &format!("k{}", id % 23), id, serde_json::json!({"type": kind}));
-        producer.send(r).await.expect("produced");
-    }
-    await_committed(&node, "router", "orders-in", 4).await;
-    await_committed(&node, "audit", "routed", 4).await;
+    run_router_audit(&node, good, bad).await;
 
     let m = Scraped::fetch(admin).await;
     let total = (good + bad) as f64;
