@@ -129,6 +129,7 @@ struct AppState {
 impl IngressKind for WhatsApp {
     const NAME: &'static str = "whatsapp";
     type Config = WhatsAppConfig;
+    const OUTPUT_TYPE: Option<&'static str> = Some(crate::stages::skeji::model::types::INBOUND_MESSAGE);
 
     fn check(c: &WhatsAppConfig) -> Result<(), String> {
         // Without a token anyone could complete the handshake for this endpoint.
