@@ -15,7 +15,7 @@ use weir::topology::Topology;
 use weir::transport::Transport;
 
 #[path = "../fixtures/topology/rewire.rs"]
-mod rewire;
+mod topology_rewire;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -61,7 +61,7 @@ impl Deployment for Rewired {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passthrough_between_topics_of_one_type_still_confirms_a_booking() {
-    let text = rewire::audit_passthrough_and_llm_on_core(rewire::TOPOLOGY_YAML);
+    let text = topology_rewire::audit_passthrough_and_llm_on_core(topology_rewire::TOPOLOGY_YAML);
     let skeji = Rewired::start(&text).await;
     let t = skeji.transport();
     let sent = TopicLog::follow(&t, "notifications-sent").await;

@@ -215,3 +215,39 @@ fn every_declared_type_is_registered_and_names_an_output_of_its_kind() {
     assert_eq!(r.ingress_kind("whatsapp").expect("registered").output_types.get("default"), Some(&"skeji.InboundMessage"));
     println!("{declared} typed outputs declared");
 }
+
+#[test]
+fn a_router_forwarding_two_typed_topics_is_checked_per_output_and_input() {
+    let yaml = "\
+topics:
+  users: {payload_type: skeji.UserMessage}
+  rejections: {payload_type: skeji.Rejection}
+  more-users: {payload_type: skeji.UserMessage}
+  anything: {}
+stages:
+  route:
+    kind: router
+    from: [users, rejections]
+    to: {typed: more-users, loose: anything}
+    config: {field: text, routes: {hi: typed}, default: loose}
+";
+    let d = refused(yaml);
+    // `loose` goes to an untyped topic: fine. `typed` would get the Rejections too.
+    assert_eq!(d.len(), 1, "{}", Diagnostics(d.clone()));
+    assert_eq!(d[0].subject, "stage `route`", "{}", d[0]);
+    let (line, column) = position_of(yaml, "more-users, loose");
+    assert_eq!((d[0].line, d[0].column), (line, column), "{}", d[0]);
+    assert_has(
+        &d[0],
+        &[
+            "kind `router` forwards its input unchanged, and `from` topic `rejections` declares payload_type `skeji.Rejection`",
+            "output `typed` goes to topic `more-users`",
+            "point `to.typed` at a topic with payload_type `skeji.Rejection`",
+        ],
+    );
+    // Reading only the users, the same wiring is valid.
+    let only_users = yaml.replacen("from: [users, rejections]", "from: [users]", 1);
+    if let Err(d) = parse_real(&only_users) {
+        panic!("rejected:\n{d}");
+    }
+}
