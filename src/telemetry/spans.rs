@@ -23,9 +23,15 @@ fn messaging_system() -> &'static str {
     }
 }
 
-/// Whether a `traceparent` says its trace is recorded (flags bit 0).
+/// Whether a `traceparent` says its trace is recorded (flags bit 0). The header comes from
+/// whoever produced the record, so it is read with `get`: byte 53 of a crafted value may
+/// fall inside a multi-byte character, where slicing would panic before the record could
+/// be dead-lettered.
 fn sampled(traceparent: &str) -> bool {
-    traceparent.len() == 55 && u8::from_str_radix(&traceparent[53..55], 16).is_ok_and(|f| f & 1 == 1)
+    traceparent.len() == 55
+        && traceparent.get(53..55).is_some_and(|flags| {
+            flags.bytes().all(|b| b.is_ascii_hexdigit()) && u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1)
+        })
 }
 
 /// The span of one stage handling one record: a consumer span, child of the span that
@@ -119,5 +125,17 @@ mod tests {
         assert!(super::sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
         assert!(!super::sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
         assert!(!super::sampled("garbage"));
+    }
+
+    /// Regression (issue 9): a 55-byte `traceparent` with a multi-byte character across
+    /// byte 53 panicked on `&tp[53..55]`.
+    #[test]
+    fn a_multibyte_character_at_byte_53_is_not_sampled_and_does_not_panic() {
+        // 52 ASCII bytes, then `é` over bytes 52..54: byte 53 is inside it.
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331é1";
+        assert_eq!((tp.len(), tp.is_char_boundary(53)), (55, false));
+        assert!(!super::sampled(tp));
+        // `+1` parses as a number for `from_str_radix`; flags are two hex digits only.
+        assert!(!super::sampled("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-+1"));
     }
 }
