@@ -445,3 +445,93 @@ mod tests {
         assert!(shown.contains("app_secret: \"<redacted>\""), "{shown}");
     }
 }
+
+/// Hostile input (issue 9): any webhook body is a 400 or a parse, never a panic, and what
+/// is parsed always encodes as the `InboundMessage` the ingress topic declares (so a
+/// crafted body cannot make the publisher fail either).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values of any shape, a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::String),
+            Just(Value::String("text".into())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_string()),
+                        Just("from".to_string()),
+                        Just("id".to_string()),
+                        Just("text".to_string()),
+                        Just("body".to_string()),
+                        Just("timestamp".to_string()),
+                        any::<String>(),
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A notification whose messages, contacts and metadata are anything at all.
+    fn notification() -> impl Strategy<Value = Value> {
+        (json(), json(), proptest::collection::vec(json(), 0..4), json(), any::<bool>()).prop_map(
+            |(metadata, contacts, messages, statuses, text_message)| {
+                let mut messages = messages;
+                if text_message {
+                    messages.push(serde_json::json!({"type": "text", "from": metadata.clone(), "id": contacts.clone(),
+                        "timestamp": statuses.clone(), "text": {"body": "hi"}}));
+                }
+                serde_json::json!({"entry": [{"changes": [{"value": {
+                    "metadata": metadata, "contacts": contacts, "messages": messages, "statuses": statuses}}]}]})
+            },
+        )
+    }
+
+    fn assert_handled(body: &[u8]) -> Result<(), TestCaseError> {
+        match parse_notification(body) {
+            Ok(parsed) => {
+                for m in &parsed.messages {
+                    let bytes = serde_json::to_vec(m).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert!(serde_json::from_slice::<InboundMessage>(&bytes).is_ok());
+                }
+            }
+            Err(e) => prop_assert!(e.status.is_client_error(), "{}", e.status),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_are_a_4xx_or_a_parse(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            assert_handled(&body)?;
+        }
+
+        #[test]
+        fn arbitrary_notifications_never_panic(n in notification()) {
+            assert_handled(n.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn arbitrary_signature_headers_are_refused_not_panicked(header in any::<String>(), body in any::<Vec<u8>>()) {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s");
+            prop_assert!(check_signature(&key, Some(&header), &body).is_err());
+            let with_prefix = format!("sha256={header}");
+            prop_assert!(check_signature(&key, Some(&with_prefix), &body).is_err());
+        }
+    }
+}
