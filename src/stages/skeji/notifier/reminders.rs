@@ -41,7 +41,11 @@ async fn run(d: Deliverer, wake: Arc<Notify>, stage: String) {
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            match ledger::prune(&d.db).await {
+            let pruned = match ledger::prune(&d.db).await {
+                Ok(n) => super::outbox::prune(&d.db).await.map(|m| n + m),
+                Err(e) => Err(e),
+            };
+            match pruned {
                 Ok(n) => tracing::debug!(%stage, rows = n, "notifier tables pruned"),
                 Err(e) => tracing::warn!(%stage, error = %e, "cannot prune notifier tables"),
             }
@@ -67,7 +71,7 @@ async fn run(d: Deliverer, wake: Arc<Notify>, stage: String) {
 
 /// Sends every due reminder; returns when the next one is due.
 async fn pass(d: &Deliverer, stage: &str) -> Result<Option<i64>, crate::stages::skeji::store::DbError> {
-    for r in ledger::claim_due(&d.db, now_ms()).await? {
+    for r in ledger::claim_due(&d.db, now_ms(), d.owner.id(), d.lease_ms).await? {
         let outcome = send(d, &r).await;
         let (state, due) = match &outcome {
             Ok(()) => ("sent", None),
@@ -81,7 +85,7 @@ async fn pass(d: &Deliverer, stage: &str) -> Result<Option<i64>, crate::stages::
         }
         ledger::finish(&d.db, &r.booking_id, state, due).await?;
     }
-    ledger::next_due(&d.db).await
+    ledger::next_due(&d.db, d.lease_ms).await
 }
 
 async fn send(d: &Deliverer, r: &Reminder) -> Result<(), StageError> {
