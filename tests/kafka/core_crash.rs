@@ -143,7 +143,9 @@ async fn core_sigkilled_while_replying_then_restarted_answers_everyone_once() {
     };
     tokio::task::block_in_place(|| {
         let deadline = restarted + AFTER_RESTART + Duration::from_secs(50);
-        while answered(&seen).len() < USERS {
+        // The business owner hears of the one booking too (the domain event's path).
+        let owner_told = |seen: &[Seen]| seen.iter().any(|s| s.line["to"].as_str().is_some_and(|to| !user_set.contains(to)));
+        while answered(&seen).len() < USERS || !owner_told(&seen) {
             let left = deadline.saturating_duration_since(Instant::now());
             match lines.recv_timeout(left) {
                 Ok(s) => seen.push(s),
@@ -209,6 +211,7 @@ async fn core_sigkilled_while_replying_then_restarted_answers_everyone_once() {
     assert_eq!(confirmations, 1, "exactly one user got the slot");
     assert_eq!(confirmations + refusals, USERS, "the others were told the slot is taken");
     assert_eq!(outbox_ids.len(), distinct_ids.len(), "no outbox line is written twice");
+    assert_eq!(to_others, 1, "the business owner is told of the one booking, once");
     assert!(longest <= AFTER_RESTART, "a reply came {longest:?} after the restart (bound {AFTER_RESTART:?})");
     assert!(edge_exit.is_some_and(|s| s.success()), "edge exits 0 on SIGTERM: {edge_exit:?}");
     assert!(core_exit.is_some_and(|s| s.success()), "restarted core exits 0 on SIGTERM: {core_exit:?}");
