@@ -127,7 +127,7 @@ fn project_with(c: &mut rusqlite::Connection, path: &Path) -> Result<usize, Outb
     let io = |source| OutboxError::Io { path: path.to_path_buf(), source };
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
     // Blocks until other projections (any process) are done; released when `file` closes.
-    file.lock().map_err(io)?;
+    super::owner::lock(&file).map_err(io)?;
     let in_file = last_id(&mut file).map_err(io)?;
     let watermark: i64 = c
         .query_row("SELECT written_id FROM notifier_outbox_file WHERE file = ?1", [FILE], |r| r.get(0))

@@ -13,7 +13,7 @@
 //! resort for an owner that is alive but stuck). `skeji.db` is already one machine's file
 //! (SQLite locking), so the lock files live beside it with the same reach.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -59,10 +59,9 @@ impl Owner {
         std::fs::create_dir_all(&dir).map_err(wrap)?;
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(wrap)?;
         // The id is new (random per process, counted per build): nobody else holds it.
-        lock.try_lock().map_err(|e| match e {
-            TryLockError::Error(e) => wrap(e),
-            TryLockError::WouldBlock => wrap(std::io::Error::other("already locked")),
-        })?;
+        if !try_lock(&lock).map_err(wrap)? {
+            return Err(wrap(std::io::Error::other("already locked")));
+        }
         Ok(Owner { id, path, _lock: lock })
     }
 
@@ -99,17 +98,33 @@ pub fn is_alive(data_dir: &Path, id: &str) -> bool {
             return true;
         }
     };
-    match file.try_lock() {
-        Ok(()) => {
+    match try_lock(&file) {
+        Ok(true) => {
             let _ = std::fs::remove_file(&path);
             false
         }
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(e)) => {
+        Ok(false) => true,
+        Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot test a notifier owner's lock");
             true
         }
     }
+}
+
+/// Takes an exclusive `flock` on `file` if no one holds one: `Ok(false)` when someone does.
+/// The lock belongs to the open file and ends when it is closed (or its process dies).
+/// (rustix rather than `File::try_lock`, which needs Rust 1.89; the MSRV is 1.85.)
+pub(super) fn try_lock(file: &File) -> std::io::Result<bool> {
+    match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for an exclusive `flock` on `file` (see [`try_lock`]).
+pub(super) fn lock(file: &File) -> std::io::Result<()> {
+    Ok(rustix::fs::flock(file, rustix::fs::FlockOperation::LockExclusive)?)
 }
 
 #[cfg(test)]
