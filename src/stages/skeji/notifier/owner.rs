@@ -57,11 +57,17 @@ impl Owner {
         let path = dir.join(format!("{id}.lock"));
         let wrap = |source| OwnerError { path: path.clone(), source };
         std::fs::create_dir_all(&dir).map_err(wrap)?;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(wrap)?;
+        // Locked under a name no checker looks at, then renamed into place: a file at `path`
+        // is locked from the moment it exists (else a sweep could find it unlocked, take it
+        // for dead and remove it under a live owner).
+        let staging = dir.join(format!("{id}.new"));
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&staging).map_err(wrap)?;
         // The id is new (random per process, counted per build): nobody else holds it.
         if !try_lock(&lock).map_err(wrap)? {
             return Err(wrap(std::io::Error::other("already locked")));
         }
+        std::fs::rename(&staging, &path).map_err(wrap)?;
+        sweep(data_dir, &id);
         Ok(Owner { id, path, _lock: lock })
     }
 
@@ -111,6 +117,21 @@ pub fn is_alive(data_dir: &Path, id: &str) -> bool {
     }
 }
 
+/// Removes the lock files of owners that are gone (killed processes leave theirs behind),
+/// so the directory holds about one file per live stage. Their claims need no file: a
+/// missing lock file reads as gone.
+fn sweep(data_dir: &Path, me: &str) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(DIR)) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else { continue };
+        if id != me {
+            // Removes the file when nobody holds it.
+            is_alive(data_dir, id);
+        }
+    }
+}
+
 /// Takes an exclusive `flock` on `file` if no one holds one: `Ok(false)` when someone does.
 /// The lock belongs to the open file and ends when it is closed (or its process dies).
 /// (rustix rather than `File::try_lock`, which needs Rust 1.89; the MSRV is 1.85.)
@@ -154,5 +175,12 @@ mod tests {
         std::fs::write(dir.path().join(DIR).join("notifier-pipeline.g1.host-1-deadbeef.lock"), b"").expect("file");
         assert!(!is_alive(dir.path(), "notifier-pipeline.g1.host-1-deadbeef"));
         assert!(!dir.path().join(DIR).join("notifier-pipeline.g1.host-1-deadbeef.lock").exists(), "removed when found dead");
+
+        // A new owner sweeps what killed ones left, and keeps the live ones.
+        let live = Owner::register(dir.path(), "notifier-events").expect("owner");
+        std::fs::write(dir.path().join(DIR).join("notifier-events.g7.host-2-feedbeef.lock"), b"").expect("file");
+        let _new = Owner::register(dir.path(), "notifier-events").expect("owner");
+        assert!(!dir.path().join(DIR).join("notifier-events.g7.host-2-feedbeef.lock").exists());
+        assert!(is_alive(dir.path(), live.id()));
     }
 }
