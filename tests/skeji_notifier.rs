@@ -599,3 +599,31 @@ async fn an_old_ledger_is_migrated_and_its_claims_still_expire() {
     assert_eq!(sent_of(&out).len(), 1, "an old claim past its lease is taken");
     assert_eq!(outbox(dir.path()).len(), 1);
 }
+
+/// A reminder a killed process had claimed (`sending`) is sent by the next notifier at
+/// once, not after the (here one-hour) lease.
+#[tokio::test]
+async fn a_reminder_claimed_by_a_killed_process_is_sent_at_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut rx = subscribe_sent();
+    let db = Db::open(dir.path()).expect("db");
+    drop(lease_notifier(dir.path(), "1h")); // creates the tables
+    let start_ms = now_ms() + 600_000;
+    let r = ledger::Reminder {
+        booking_id: "B-K1".into(),
+        user_phone: "972501000020".into(),
+        body: "⏰ Reminder: haircut in 10 minutes".into(),
+        start_ms,
+    };
+    ledger::schedule(&db, r, now_ms() - 1).await.expect("scheduled");
+    let killed = killed_owner(dir.path(), "core");
+    let claimed = ledger::claim_due(&db, now_ms(), &killed, 3_600_000).await.expect("claimed");
+    assert_eq!(claimed.len(), 1, "the killed process had claimed it");
+    assert_eq!(reminder_state(dir.path(), "B-K1").await.as_deref(), Some("sending"));
+
+    let _after = lease_notifier(dir.path(), "1h");
+    let sent = await_sent(&mut rx, "reminder:B-K1").await;
+    assert_eq!(sent.to, "972501000020");
+    assert_eq!(reminder_state(dir.path(), "B-K1").await.as_deref(), Some("sent"));
+    assert_eq!(outbox(dir.path()).iter().filter(|l| l["to"] == "972501000020").count(), 1);
+}
