@@ -32,6 +32,12 @@ pub fn subscribe_sent() -> broadcast::Receiver<SentNotification> {
     SENT.subscribe()
 }
 
+/// Tells this process's observers ([`subscribe_sent`]) that `sent` went out.
+pub fn announce(sent: &SentNotification) {
+    // No receiver is the normal case.
+    let _ = SENT.send(sent.clone());
+}
+
 const POLL: Duration = Duration::from_millis(250);
 
 /// Where a notifier's messages go.
@@ -63,8 +69,19 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Sends `m` unless it was sent before; returns what was sent.
+    /// Sends `m` unless it was sent before, and tells in-process observers; returns what
+    /// was sent.
     pub async fn deliver(&self, m: &Message) -> Result<Option<SentNotification>, StageError> {
+        let sent = self.send_once(m).await?;
+        if let Some(s) = &sent {
+            announce(s);
+        }
+        Ok(sent)
+    }
+
+    /// [`Deliverer::deliver`] without telling observers: for a caller that has more to record
+    /// first and then calls [`announce`] (reminders).
+    pub async fn send_once(&self, m: &Message) -> Result<Option<SentNotification>, StageError> {
         let id = m.notification_id.as_str();
         let started = tokio::time::Instant::now();
         // A delivery waiting on a live owner's claim gives up a little after its lease.
@@ -131,8 +148,6 @@ impl Deliverer {
             sink: self.route.name().to_string(),
         };
         tracing::info!(notification_id = %sent.notification_id, kind = %sent.kind, sink = %sent.sink, "notification sent");
-        // No receiver is the normal case.
-        let _ = SENT.send(sent.clone());
         Ok(Some(sent))
     }
 
