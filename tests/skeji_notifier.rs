@@ -627,3 +627,30 @@ async fn a_reminder_claimed_by_a_killed_process_is_sent_at_once() {
     assert_eq!(reminder_state(dir.path(), "B-K1").await.as_deref(), Some("sent"));
     assert_eq!(outbox(dir.path()).iter().filter(|l| l["to"] == "972501000020").count(), 1);
 }
+
+/// The `whatsapp` sink after a crash: a claim left by a killed sender is taken at once and
+/// the message is POSTed (once more, if the dead one had got as far as the POST: the
+/// documented at-least-once window); a redelivery after that POSTs nothing.
+#[tokio::test]
+async fn whatsapp_takes_over_a_killed_senders_claim_at_once() {
+    let (base, stub) = start_stub(vec![]).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let token_env = "SKEJI_TEST_TAKEOVER_TOKEN";
+    // A name no other test reads; set before any notifier reads it.
+    std::env::set_var(token_env, "takeover-token");
+    let cfg = format!(
+        "{{sink: whatsapp, claim_lease: 1h, whatsapp: {{api_base: \"{base}\", phone_number_id: \"42\", token_env: {token_env}}}}}"
+    );
+    let notifier = build(&cfg, dir.path()).expect("notifier builds");
+    let db = Db::open(dir.path()).expect("db");
+    let killed = killed_owner(dir.path(), "core");
+    assert_eq!(ledger::claim(&db, "rejection:m-wa", &killed, 3_600_000).await.expect("claim"), ledger::Claim::Mine);
+    let cause = record("scrub-layer-to-notifier", 0, &rejection("m-wa", "972501000030"));
+    let out = tokio::time::timeout(DEADLINE, notifier.handle(&cause, &CX)).await.expect("no lease wait");
+    let sent = sent_of(&out.expect("handled"));
+    assert_eq!((sent.len(), sent[0].sink.as_str()), (1, "whatsapp"));
+    assert!(notifier.handle(&cause, &CX).await.expect("handled").is_empty(), "redelivered: not again");
+    let seen = stub.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1, "one POST");
+    assert_eq!((seen[0].0.as_str(), seen[0].2["to"].as_str()), ("42", Some("972501000030")));
+}
