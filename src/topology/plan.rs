@@ -23,7 +23,12 @@ pub struct Plan {
     pub transport: TransportKind,
     pub embedded_capacity: u64,
     pub kafka: super::spec::KafkaSpec,
+    /// The management port (produce, tail, `/stats`), if any.
     pub admin_listen: Option<String>,
+    /// The bearer token the management port requires (redacted in `Debug`).
+    pub admin_token: Option<super::spec::AdminToken>,
+    /// The read-only port (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub metrics_listen: Option<String>,
     pub tracing: super::spec::TracingSpec,
     /// Every declared topic (a node may produce to topics it does not consume).
     pub topics: BTreeMap<String, TopicPlan>,
@@ -288,6 +293,8 @@ pub(crate) fn build(
         embedded_capacity: spec.embedded.max_records_per_partition.unwrap_or(DEFAULT_EMBEDDED_CAPACITY).max(1),
         kafka: spec.kafka.clone(),
         admin_listen: spec.admin.listen.clone(),
+        admin_token: spec.admin.token.clone(),
+        metrics_listen: spec.metrics.listen.clone(),
         tracing: spec.tracing.clone(),
         topics,
         stages,

@@ -164,6 +164,9 @@ fn transport(cx: &mut Cx<'_>) {
     if let Some(l) = &spec.admin.listen {
         listen(cx, &["admin", "listen"], l);
     }
+    if let Some(l) = &spec.metrics.listen {
+        listen(cx, &["metrics", "listen"], l);
+    }
     if spec.embedded.max_records_per_partition == Some(0) {
         cx.at_value(
             &["embedded", "max_records_per_partition"],
