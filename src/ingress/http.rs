@@ -36,6 +36,7 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::Invalid(m) => ApiError::bad_request(m),
             PublishError::Unavailable(t) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, t.to_string()),
+            e @ PublishError::Stopping => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
 }

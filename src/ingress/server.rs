@@ -45,13 +45,15 @@ pub async fn bind_all(
     data_dir: &Path,
     config_dir: &Path,
     stats: Arc<NodeStats>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Vec<BoundIngress>, IngressError> {
     let mut by_addr: BTreeMap<String, (Vec<String>, axum::Router)> = BTreeMap::new();
     for plan in plans {
         let factory = registry
             .ingress_factory(&plan.kind)
             .ok_or_else(|| IngressError::UnknownKind(plan.name.clone(), plan.kind.clone()))?;
-        let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone());
+        let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone())
+            .with_stop(stop.clone());
         let env = IngressEnv {
             plan: plan.clone(),
             publisher,

@@ -170,7 +170,8 @@ async fn produce(
     let trace = traceparent(req.headers());
     let body = read_body(req.into_body(), MAX_PRODUCE_BODY).await?;
     let values = parse_records(&body, ndjson)?;
-    let publisher = Publisher::new(s.transport.producer(), &topic, q.key_field, "weir-produce", s.checks.clone());
+    let publisher = Publisher::new(s.transport.producer(), &topic, q.key_field, "weir-produce", s.checks.clone())
+        .with_stop(s.stop.clone());
     let items = values
         .into_iter()
         .map(|payload| Publish { payload, key: q.key.clone(), traceparent: trace.clone(), ..Publish::default() })

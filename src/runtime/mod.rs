@@ -5,7 +5,7 @@
 pub mod admin;
 pub mod metrics;
 
-use crate::actors::stats::NodeStats;
+use crate::actors::stats::{NodeStats, StageStats};
 use crate::telemetry::metrics::BuildInfo;
 use crate::actors::supervisor::{
     Health, NodeExit, NodeSupervisor, RestartBackoff, RestartBudget, Shutdown, SupervisorConfig,
@@ -242,6 +242,7 @@ async fn run_node(
         own_servers.push(tokio::spawn(a.serve(limits, http_stop.clone())));
     }
 
+    let stats_at_stop = stats.clone();
     let (gave_up_tx, gave_up) = oneshot::channel();
     let supervisor = NodeSupervisor::new(SupervisorConfig {
         node: opts.plan.node.clone(),
@@ -270,9 +271,17 @@ async fn run_node(
             for s in servers.drain(..) {
                 let _ = s.await;
             }
-            match supervisor.send(Shutdown { timeout: opts.shutdown_timeout }).await {
-                Ok(exit) => exit,
-                Err(_) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
+            // Every wait of the shutdown has its own bound; this one is the last line of
+            // defence should one of them not hold: the drain and the producer flush each get
+            // `shutdown_timeout`, plus a margin.
+            let hard = opts.shutdown_timeout.saturating_mul(2) + HARD_SHUTDOWN_MARGIN;
+            match tokio::time::timeout(hard, supervisor.send(Shutdown { timeout: opts.shutdown_timeout })).await {
+                Ok(Ok(exit)) => exit,
+                Ok(Err(_)) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
+                Err(_) => {
+                    log_unfinished(&stats_at_stop);
+                    NodeExit { code: 1, reason: format!("shutdown did not finish within {hard:?}") }
+                }
             }
         }
         gave_up = gave_up => gave_up.unwrap_or(NodeExit { code: 1, reason: "supervisor stopped".into() }),
@@ -284,6 +293,23 @@ async fn run_node(
     tracing::info!(code = result.code, reason = %result.reason, "node stopped");
     let _ = exit.send(result);
     actix_rt::System::current().stop();
+}
+
+/// Beyond the bounded drain and flush, how long a shutdown may still take before the node
+/// gives up on it.
+const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// What was still running when the shutdown gave up, per stage.
+fn log_unfinished(stats: &NodeStats) {
+    for e in stats.stages.iter() {
+        let st = e.value();
+        let consumed = StageStats::get(&st.consumed);
+        let completed =
+            StageStats::get(&st.completed) + StageStats::get(&st.dead_lettered) + StageStats::get(&st.dropped);
+        if consumed > completed {
+            tracing::error!(stage = %e.key(), consumed, completed, "stage still had records in flight when the shutdown gave up");
+        }
+    }
 }
 
 struct Prepared {
@@ -309,6 +335,7 @@ async fn prepare(
     transport.ensure_topics(&topics).await?;
     let checks =
         PayloadChecks::build(opts.plan.topics.values(), opts.registry.payloads()).map_err(RuntimeError::Payload)?;
+    let (http_stop_tx, http_stop) = watch::channel(false);
     let ingress = bind_all(
         &opts.plan.ingress,
         &opts.registry,
@@ -317,9 +344,9 @@ async fn prepare(
         &opts.data_dir,
         &opts.config_dir,
         stats.clone(),
+        http_stop.clone(),
     )
     .await?;
-    let (http_stop_tx, http_stop) = watch::channel(false);
     let metrics = match &opts.plan.metrics_listen {
         Some(addr) => Some(
             metrics::bind(
