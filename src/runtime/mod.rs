@@ -42,6 +42,8 @@ pub struct NodeOptions {
     /// This process's stable identity for transactions (`WEIR_INSTANCE`); default
     /// `<hostname>-<pid>`, unique but not stable across restarts.
     pub instance: String,
+    /// Timeouts and bounds of every listener (ingress, metrics, admin).
+    pub http_limits: HttpLimits,
 }
 
 impl NodeOptions {
@@ -57,6 +59,7 @@ impl NodeOptions {
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
             instance: default_instance(),
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -225,7 +228,7 @@ async fn run_node(
             return;
         }
     };
-    let limits = HttpLimits::default();
+    let limits = opts.http_limits;
     let mut started = Started { ingress: Vec::new(), admin: None, metrics: None };
     let mut servers = Vec::new();
     for bound in ingress {
