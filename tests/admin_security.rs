@@ -274,3 +274,65 @@ async fn slow_bodies_time_out_and_excess_requests_are_refused() {
     assert_eq!(records, 0);
     assert_eq!(node.shutdown().await.code, 0);
 }
+
+/// Open follows are bounded, and one ends with its client: once the clients of the
+/// MAX_TAILS open follows go away, as many can be opened again (the permit and the
+/// per-partition readers go with the response body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tails_are_bounded_and_end_with_their_client() {
+    let (node, _data) = start(YAML, HttpLimits::default()).await;
+    let admin = node.admin.expect("admin port");
+    let url = format!("http://{admin}/topics/orders/records?follow=true");
+    let follow = || async {
+        let resp = http().get(&url).bearer_auth(TOKEN).send().await.expect("GET follow");
+        (resp.status().as_u16(), resp)
+    };
+    let mut open = Vec::new();
+    for _ in 0..weir::runtime::admin::MAX_TAILS {
+        let (status, resp) = follow().await;
+        assert_eq!(status, 200);
+        open.push(resp);
+    }
+    let (status, over) = follow().await;
+    let over_body = over.text().await.expect("body");
+    assert_eq!(status, 503, "{over_body}");
+    assert!(over_body.contains("tails are open"), "{over_body}");
+
+    // The clients go; the node notices and frees the slots.
+    drop(open);
+    let reopened = async {
+        loop {
+            let (status, resp) = follow().await;
+            if status == 200 {
+                break resp;
+            }
+            drop(resp);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let mut again = vec![tokio::time::timeout(DEADLINE, reopened).await.expect("a slot is free again")];
+    for _ in 1..weir::runtime::admin::MAX_TAILS {
+        let (status, resp) = follow().await;
+        assert_eq!(status, 200, "every slot came back");
+        again.push(resp);
+    }
+    println!(
+        "tails: {} open, one more -> 503; clients gone -> {} open again",
+        weir::runtime::admin::MAX_TAILS,
+        again.len()
+    );
+    drop(again);
+    assert_eq!(node.shutdown().await.code, 0);
+}
+
+/// The token is a secret: the parsed topology and the plan print it redacted.
+#[test]
+fn the_token_never_shows_in_debug_output() {
+    let registry = Registry::builtin();
+    let topology = Topology::parse("admin-security.yaml", YAML, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
+    let plan = topology.plan(None).expect("plan");
+    let printed = format!("{:?} {:?}", topology.spec(), plan);
+    assert!(!printed.contains(TOKEN), "{printed}");
+    assert!(printed.contains("AdminToken(<redacted>)"), "{printed}");
+    assert_eq!(plan.admin_token.as_ref().map(|t| t.expose()), Some(TOKEN));
+}
