@@ -336,3 +336,17 @@ fn the_token_never_shows_in_debug_output() {
     assert!(printed.contains("AdminToken(<redacted>)"), "{printed}");
     assert_eq!(plan.admin_token.as_ref().map(|t| t.expose()), Some(TOKEN));
 }
+
+/// `metrics:` is checked like the rest of the file: a bad address and an unknown key are
+/// errors with their place.
+#[test]
+fn metrics_section_is_validated() {
+    let registry = Registry::builtin();
+    let bad = "name: x\nmetrics: {listen: \"9464\", lisen: \"127.0.0.1:1\"}\ntopics:\n  t: {partitions: 1}\n";
+    let err = match Topology::parse("bad.yaml", bad, &|_| None, &registry) {
+        Ok(_) => panic!("a bad metrics section validated"),
+        Err(d) => d.to_string(),
+    };
+    assert!(err.contains("`9464` is not a host:port address"), "{err}");
+    assert!(err.contains("lisen") && err.contains("in `metrics`"), "{err}");
+}
