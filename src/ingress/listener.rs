@@ -169,16 +169,17 @@ async fn limit_request(State(l): State<RequestLimits>, req: Request, next: Next)
 /// `body`, ending with [`BodyError::TimedOut`] once `timeout` has passed since the request
 /// arrived, or with [`BodyError::Stopping`] once the node stops.
 fn timed_body(body: Body, timeout: Duration, stop: watch::Receiver<bool>) -> Body {
-    let deadline = tokio::time::Instant::now() + timeout;
+    // One timer for the whole body, not one per chunk.
+    let deadline = Box::pin(tokio::time::sleep(timeout));
     let chunks = body.into_data_stream();
-    Body::from_stream(futures::stream::unfold(Some((chunks, stop)), move |state| async move {
-        let (mut chunks, mut stop) = state?;
+    Body::from_stream(futures::stream::unfold(Some((chunks, stop, deadline)), move |state| async move {
+        let (mut chunks, mut stop, mut deadline) = state?;
         tokio::select! {
             chunk = chunks.next() => {
                 let chunk = chunk?;
-                Some((chunk.map_err(axum::BoxError::from), Some((chunks, stop))))
+                Some((chunk.map_err(axum::BoxError::from), Some((chunks, stop, deadline))))
             }
-            _ = tokio::time::sleep_until(deadline) => Some((Err(BodyError::TimedOut(timeout).into()), None)),
+            _ = &mut deadline => Some((Err(BodyError::TimedOut(timeout).into()), None)),
             _ = stopped(&mut stop) => Some((Err(BodyError::Stopping.into()), None)),
         }
     }))

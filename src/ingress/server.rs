@@ -37,6 +37,7 @@ pub struct BoundIngress {
 
 /// Builds and binds every listener first, so that a port in use fails the node's start
 /// instead of surfacing later.
+#[allow(clippy::too_many_arguments)] // what the node shares with its listeners, one each
 pub async fn bind_all(
     plans: &[IngressPlan],
     registry: &Registry,
