@@ -12,6 +12,7 @@ fn kind(outputs: &[&'static str], required: &[&'static str]) -> KindInfo {
         required_outputs: required.to_vec(),
         output_fields: BTreeMap::new(),
         check_config: Box::new(|_| Ok(())),
+        ..KindInfo::default()
     }
 }
 
@@ -103,6 +104,8 @@ fn assert_valid(yaml: &str) -> Topology {
 
 #[path = "topology_validate/env_and_syntax.rs"]
 mod env_and_syntax;
+#[path = "topology_validate/payload_types.rs"]
+mod payload_types;
 #[path = "topology_validate/references.rs"]
 mod references;
 #[path = "topology_validate/values.rs"]

@@ -37,6 +37,9 @@ impl IngressEnv {
 pub trait IngressKind: 'static {
     const NAME: &'static str;
     type Config: DeserializeOwned;
+    /// The registered payload type every record it publishes has; `weir validate` refuses
+    /// a `to` topic whose `payload_type` differs. `None`: whatever the client sent.
+    const OUTPUT_TYPE: Option<&'static str> = None;
     fn check(_config: &Self::Config) -> Result<(), String> {
         Ok(())
     }

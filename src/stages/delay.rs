@@ -34,6 +34,7 @@ pub struct DelayConfig {
 impl StageKind for Delay {
     const NAME: &'static str = "delay";
     type Config = DelayConfig;
+    const FORWARDS_INPUT: bool = true;
 
     fn required_outputs() -> Vec<&'static str> {
         vec!["default"]

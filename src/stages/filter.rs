@@ -35,6 +35,7 @@ pub struct FilterConfig {
 impl StageKind for Filter {
     const NAME: &'static str = "filter";
     type Config = FilterConfig;
+    const FORWARDS_INPUT: bool = true;
 
     fn outputs() -> Vec<&'static str> {
         vec!["default", "rejected"]

@@ -34,6 +34,7 @@ pub struct LogConfig {
 impl StageKind for Log {
     const NAME: &'static str = "log";
     type Config = LogConfig;
+    const FORWARDS_INPUT: bool = true;
 
     fn build(c: LogConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Stage>, BuildError> {
         Ok(Arc::new(Log { level: c.level, max_chars: c.max_chars.unwrap_or(512), forward: env.wired("default") }))

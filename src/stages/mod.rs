@@ -193,6 +193,16 @@ pub trait StageKind: 'static {
     fn output_fields(_output: &str) -> Option<Vec<&'static str>> {
         None
     }
+    /// The registered payload type written on each output, e.g.
+    /// `&[("default", "skeji.UserMessage")]`. `weir validate` refuses an output wired to a
+    /// topic whose `payload_type` differs; outputs not listed are not checked.
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = &[];
+    /// Every output carries the input record unchanged (passthrough-like kinds), so the
+    /// output topics must declare the `payload_type` the input topics declare.
+    const FORWARDS_INPUT: bool = false;
+    /// The registered payload types the kind decodes its input as; `weir validate` refuses
+    /// a `from` topic declaring another. Empty: any payload.
+    const INPUT_TYPES: &'static [&'static str] = &[];
     /// Checks a config beyond its shape (a regex that must compile, a range).
     fn check(_config: &Self::Config) -> Result<(), String> {
         Ok(())

@@ -15,6 +15,7 @@ pub struct PassthroughConfig {}
 impl StageKind for Passthrough {
     const NAME: &'static str = "passthrough";
     type Config = PassthroughConfig;
+    const FORWARDS_INPUT: bool = true;
 
     fn required_outputs() -> Vec<&'static str> {
         vec!["default"]

@@ -113,6 +113,9 @@ impl<K: StageKind> StageFactory for KindAdapter<K> {
             required_outputs: K::required_outputs(),
             output_fields,
             check_config: Box::new(|v| K::check(&parse_config::<K::Config>(v)?)),
+            output_types: K::OUTPUT_TYPES.iter().copied().collect(),
+            forwards_input: K::FORWARDS_INPUT,
+            input_types: K::INPUT_TYPES.to_vec(),
         }
     }
 
@@ -127,10 +130,10 @@ struct IngressAdapter<K>(std::marker::PhantomData<fn() -> K>);
 impl<K: IngressKind> IngressFactory for IngressAdapter<K> {
     fn info(&self) -> KindInfo {
         KindInfo {
-            outputs: Vec::new(),
-            required_outputs: Vec::new(),
-            output_fields: BTreeMap::new(),
             check_config: Box::new(|v| K::check(&parse_config::<K::Config>(v)?)),
+            // An ingress has one topic, `to`, which is its `default` output.
+            output_types: K::OUTPUT_TYPE.map(|t| ("default", t)).into_iter().collect(),
+            ..KindInfo::default()
         }
     }
 

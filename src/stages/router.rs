@@ -34,6 +34,7 @@ pub struct RouterConfig {
 impl StageKind for Router {
     const NAME: &'static str = "router";
     type Config = RouterConfig;
+    const FORWARDS_INPUT: bool = true;
 
     fn outputs() -> Vec<&'static str> {
         Vec::new()

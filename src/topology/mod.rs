@@ -7,8 +7,8 @@
 //!
 //! Pipeline: `env` substitutes `${VAR}` in the text (line numbers kept) → `source` indexes
 //! every key and value with its location and flags unknown fields → serde reads the typed
-//! [`spec::TopologySpec`] → `validate` checks references, groups, cycles, keys, units →
-//! `plan` applies defaults for one node.
+//! [`spec::TopologySpec`] → `validate` checks references, groups, cycles, keys, payload
+//! types, units → `plan` applies defaults for one node.
 
 mod diagnostic;
 mod env;
@@ -54,6 +54,53 @@ pub struct KindInfo {
     pub output_fields: BTreeMap<&'static str, Vec<&'static str>>,
     /// Checks the `config` map; the message is reported at the stage's `config` key.
     pub check_config: ConfigCheck,
+    /// The registered payload type the kind writes on an output, by output name (an
+    /// ingress writes on `default`). Outputs not listed are not checked against the
+    /// topic's `payload_type`.
+    pub output_types: BTreeMap<&'static str, &'static str>,
+    /// Every output carries the input record unchanged (passthrough, filter, router, log,
+    /// delay): the output topics must then declare what the input topics declare.
+    pub forwards_input: bool,
+    /// The registered payload types the kind decodes its input as; empty: any payload
+    /// (not checked against the `from` topics' `payload_type`).
+    pub input_types: Vec<&'static str>,
+}
+
+impl Default for KindInfo {
+    /// Any output name, nothing required, nothing declared, any config.
+    fn default() -> Self {
+        KindInfo {
+            outputs: Vec::new(),
+            required_outputs: Vec::new(),
+            output_fields: BTreeMap::new(),
+            check_config: Box::new(|_| Ok(())),
+            output_types: BTreeMap::new(),
+            forwards_input: false,
+            input_types: Vec::new(),
+        }
+    }
+}
+
+impl KindInfo {
+    /// What the kind writes on `output`, as far as it says.
+    pub fn writes(&self, output: &str) -> Writes<'_> {
+        match self.output_types.get(output) {
+            Some(ty) => Writes::Type(ty),
+            None if self.forwards_input => Writes::Input,
+            None => Writes::Undeclared,
+        }
+    }
+}
+
+/// The payload a kind writes on one output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes<'a> {
+    /// Not declared: any payload, not checked.
+    Undeclared,
+    /// Always this registered payload type.
+    Type(&'a str),
+    /// The input record, unchanged.
+    Input,
 }
 
 /// Envelope fields every record carries in its headers; a `key` may always name them.

@@ -58,8 +58,9 @@ pub struct EmbeddedSpec {
     pub max_records_per_partition: Option<u64>,
 }
 
-/// Kafka connection settings (used by the Kafka transport).
-#[derive(Debug, Clone, Deserialize, Default)]
+/// Kafka connection settings (used by the Kafka transport). `Debug` masks the password
+/// and every pass-through property that may hold a secret ([`KafkaSpec::is_secret_property`]).
+#[derive(Clone, Deserialize, Default)]
 pub struct KafkaSpec {
     #[serde(default)]
     pub brokers: Option<String>,
@@ -77,7 +78,7 @@ pub struct KafkaSpec {
     pub consumer: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 pub struct KafkaSecuritySpec {
     /// PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL.
     #[serde(default)]
@@ -96,6 +97,90 @@ pub struct KafkaSecuritySpec {
     pub certificate_location: Option<String>,
     #[serde(default)]
     pub key_location: Option<String>,
+}
+
+impl KafkaSpec {
+    /// Whether a librdkafka property may hold a secret (`sasl.password`, `ssl.key.pem`,
+    /// `sasl.oauthbearer.config`, `ssl.keystore.password`, …): by name, so that keys weir
+    /// does not know are masked too. A few harmless ones (`ssl.key.location`) are masked
+    /// with them; showing a secret is the mistake to avoid.
+    pub fn is_secret_property(name: &str) -> bool {
+        const MARKERS: &[&str] = &["password", "secret", "pem", "key", "oauthbearer"];
+        let name = name.to_ascii_lowercase();
+        MARKERS.iter().any(|m| name.contains(m))
+    }
+}
+
+const MASK: &str = "***";
+
+/// Pass-through properties with secret values masked.
+struct MaskedProperties<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for MaskedProperties<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, if KafkaSpec::is_secret_property(k) { MASK } else { v.as_str() })))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSpec")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("security", &self.security)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .field("producer", &MaskedProperties(&self.producer))
+            .field("consumer", &MaskedProperties(&self.consumer))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaSecuritySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecuritySpec")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .field("ca_location", &self.ca_location)
+            .field("certificate_location", &self.certificate_location)
+            .field("key_location", &self.key_location)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod kafka_spec_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_password_and_secret_pass_through_properties() {
+        let mut spec = KafkaSpec::default();
+        spec.security.password = Some("hunter2".into());
+        spec.security.username = Some("weir".into());
+        spec.producer.insert("ssl.key.pem".into(), "-----BEGIN PRIVATE KEY-----abc".into());
+        spec.consumer.insert("sasl.oauthbearer.config".into(), "principal=x secret=oauth-s3cret".into());
+        spec.consumer.insert("fetch.min.bytes".into(), "4096".into());
+        let shown = format!("{spec:?}");
+        for secret in ["hunter2", "PRIVATE KEY", "oauth-s3cret"] {
+            assert!(!shown.contains(secret), "`{secret}` shown: {shown}");
+        }
+        assert!(shown.contains("\"weir\"") && shown.contains("\"4096\""), "{shown}");
+        assert!(shown.contains("password: Some(\"***\")"), "{shown}");
+    }
+
+    #[test]
+    fn secret_properties_are_known_by_name() {
+        for k in ["sasl.password", "ssl.key.pem", "ssl.keystore.password", "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret", "ssl.certificate.pem", "SSL.KEY.PASSWORD", "ssl_key"] {
+            assert!(KafkaSpec::is_secret_property(k), "{k}");
+        }
+        for k in ["bootstrap.servers", "linger.ms", "sasl.username", "security.protocol", "fetch.min.bytes"] {
+            assert!(!KafkaSpec::is_secret_property(k), "{k}");
+        }
+    }
 }
 
 /// The management port: produce, tail and `/stats` (what `weir produce` and `weir tail`

@@ -1,9 +1,11 @@
 //! Semantic checks of a spec that serde accepted: references, wiring, consumer groups,
-//! cycles, keys, units and transport settings. Every finding is collected (never just
-//! the first) and points at the key or value at fault through the [`SourceIndex`].
+//! cycles, keys, payload types, units and transport settings. Every finding is collected
+//! (never just the first) and points at the key or value at fault through the
+//! [`SourceIndex`].
 
 mod cycles;
 mod keys;
+mod payload_types;
 mod refs;
 mod values;
 
@@ -17,6 +19,7 @@ pub(crate) fn check(spec: &TopologySpec, source: &SourceIndex, catalog: &dyn Cat
     refs::check(&mut cx);
     cycles::check(&mut cx);
     keys::check(&mut cx);
+    payload_types::check(&mut cx);
     values::check(&mut cx);
     cx.out
 }

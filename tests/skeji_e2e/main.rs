@@ -3,6 +3,7 @@
 //! The same flows run on Kafka with edge and core as two processes (tests/kafka/skeji.rs).
 
 mod flows;
+mod rewire;
 
 use async_trait::async_trait;
 use flows::Deployment;

@@ -14,7 +14,7 @@
 //! config: {default_country_code: "972", dedup_window: 24h}
 //! ```
 
-use super::model::{InboundMessage, UserMessage};
+use super::model::{types, InboundMessage, UserMessage};
 use super::store::{Db, DbError};
 use crate::envelope::{now_ms, Record};
 use crate::ingress::whatsapp::opt_text;
@@ -67,6 +67,8 @@ pub struct Gateway {
 impl StageKind for Gateway {
     const NAME: &'static str = "skeji-gateway";
     type Config = GatewayConfig;
+    const INPUT_TYPES: &'static [&'static str] = &[types::INBOUND_MESSAGE];
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = &[("default", types::USER_MESSAGE)];
 
     fn required_outputs() -> Vec<&'static str> {
         vec!["default"]

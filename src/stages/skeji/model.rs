@@ -217,17 +217,33 @@ pub struct SentNotification {
     pub sink: String,
 }
 
+/// The registered names of the types above (`payload_type:` in `topology.yaml`), which
+/// the kinds also use to declare what they read and write.
+pub mod types {
+    pub const INBOUND_MESSAGE: &str = "skeji.InboundMessage";
+    pub const USER_MESSAGE: &str = "skeji.UserMessage";
+    pub const SCRUBBED_MESSAGE: &str = "skeji.ScrubbedMessage";
+    pub const REJECTION: &str = "skeji.Rejection";
+    pub const PIPELINE_REQUEST: &str = "skeji.PipelineRequest";
+    pub const COMMAND: &str = "skeji.Command";
+    pub const REPLY: &str = "skeji.Reply";
+    pub const STEP_DEADLINE: &str = "skeji.StepDeadline";
+    pub const PIPELINE_RESULT: &str = "skeji.PipelineResult";
+    pub const DOMAIN_EVENT: &str = "skeji.DomainEvent";
+    pub const SENT_NOTIFICATION: &str = "skeji.SentNotification";
+}
+
 /// Registers every Skeji payload type under `skeji.<Name>`.
 pub fn register_payloads(r: &mut crate::stages::Registry) {
-    r.register_payload::<InboundMessage>("skeji.InboundMessage")
-        .register_payload::<UserMessage>("skeji.UserMessage")
-        .register_payload::<ScrubbedMessage>("skeji.ScrubbedMessage")
-        .register_payload::<Rejection>("skeji.Rejection")
-        .register_payload::<PipelineRequest>("skeji.PipelineRequest")
-        .register_payload::<Command>("skeji.Command")
-        .register_payload::<Reply>("skeji.Reply")
-        .register_payload::<StepDeadline>("skeji.StepDeadline")
-        .register_payload::<PipelineResult>("skeji.PipelineResult")
-        .register_payload::<DomainEvent>("skeji.DomainEvent")
-        .register_payload::<SentNotification>("skeji.SentNotification");
+    r.register_payload::<InboundMessage>(types::INBOUND_MESSAGE)
+        .register_payload::<UserMessage>(types::USER_MESSAGE)
+        .register_payload::<ScrubbedMessage>(types::SCRUBBED_MESSAGE)
+        .register_payload::<Rejection>(types::REJECTION)
+        .register_payload::<PipelineRequest>(types::PIPELINE_REQUEST)
+        .register_payload::<Command>(types::COMMAND)
+        .register_payload::<Reply>(types::REPLY)
+        .register_payload::<StepDeadline>(types::STEP_DEADLINE)
+        .register_payload::<PipelineResult>(types::PIPELINE_RESULT)
+        .register_payload::<DomainEvent>(types::DOMAIN_EVENT)
+        .register_payload::<SentNotification>(types::SENT_NOTIFICATION);
 }

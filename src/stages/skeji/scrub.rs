@@ -11,7 +11,7 @@
 //! one character this long is spam; default 20).
 
 use super::context;
-use super::model::{Rejection, ScrubbedMessage, UserMessage};
+use super::model::{types, Rejection, ScrubbedMessage, UserMessage};
 use super::store::{Db, DbError};
 use crate::envelope::Record;
 use crate::stages::{decode, BuildEnv, BuildError, Output, Registry, Stage, StageContext, StageError, StageKind};
@@ -105,6 +105,9 @@ impl ScrubConfig {
 impl StageKind for Scrub {
     const NAME: &'static str = "skeji-scrub";
     type Config = ScrubConfig;
+    const INPUT_TYPES: &'static [&'static str] = &[types::USER_MESSAGE];
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] =
+        &[("default", types::SCRUBBED_MESSAGE), ("rejected", types::REJECTION)];
 
     fn outputs() -> Vec<&'static str> {
         vec!["default", "rejected"]

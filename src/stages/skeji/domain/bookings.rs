@@ -30,6 +30,8 @@ pub struct BookingsConfig {
 impl StageKind for Bookings {
     const NAME: &'static str = "skeji-bookings";
     type Config = BookingsConfig;
+    const INPUT_TYPES: &'static [&'static str] = super::INPUT_TYPES;
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = super::OUTPUT_TYPES;
 
     fn outputs() -> Vec<&'static str> {
         super::OUTPUTS.to_vec()

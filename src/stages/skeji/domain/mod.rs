@@ -14,10 +14,15 @@ pub mod schedules;
 pub mod slots;
 pub mod types;
 
+use crate::stages::skeji::model::types as payload;
 use crate::stages::Registry;
 
 /// The outputs of every domain service.
 pub(crate) const OUTPUTS: [&str; 2] = ["reply", "events"];
+
+/// What every domain service reads, and writes per output.
+pub(crate) const INPUT_TYPES: &[&str] = &[payload::COMMAND];
+pub(crate) const OUTPUT_TYPES: &[(&str, &str)] = &[("reply", payload::REPLY), ("events", payload::DOMAIN_EVENT)];
 
 /// Payload fields per output, for `key:` checks in `weir validate`.
 pub(crate) fn output_fields(output: &str) -> Option<Vec<&'static str>> {

@@ -26,6 +26,8 @@ pub struct SchedulesConfig {}
 impl StageKind for Schedules {
     const NAME: &'static str = "skeji-schedules";
     type Config = SchedulesConfig;
+    const INPUT_TYPES: &'static [&'static str] = super::INPUT_TYPES;
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = super::OUTPUT_TYPES;
 
     fn outputs() -> Vec<&'static str> {
         super::OUTPUTS.to_vec()

@@ -15,7 +15,7 @@ pub mod resolve;
 
 use crate::envelope::{now_ms, Record};
 use crate::stages::skeji::model::{
-    BusinessError, Command, PipelineRequest, PipelineResult, Reply, RoutingSlip, StepDeadline,
+    types, BusinessError, Command, PipelineRequest, PipelineResult, Reply, RoutingSlip, StepDeadline,
 };
 use crate::stages::skeji::store::{Db, DbError};
 use crate::stages::{decode, BuildEnv, BuildError, Output, Registry, Stage, StageContext, StageError, StageKind};
@@ -63,6 +63,15 @@ fn step_timeout(c: &ExecutorConfig) -> Result<Duration, String> {
 impl StageKind for Executor {
     const NAME: &'static str = "skeji-executor";
     type Config = ExecutorConfig;
+    // Requests start pipelines; replies and deadline markers continue them.
+    const INPUT_TYPES: &'static [&'static str] = &[types::PIPELINE_REQUEST, types::REPLY, types::STEP_DEADLINE];
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = &[
+        ("business-units", types::COMMAND),
+        ("schedules", types::COMMAND),
+        ("bookings", types::COMMAND),
+        ("deadlines", types::STEP_DEADLINE),
+        ("notifier", types::PIPELINE_RESULT),
+    ];
 
     fn outputs() -> Vec<&'static str> {
         let mut o = SERVICES.to_vec();

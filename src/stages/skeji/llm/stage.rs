@@ -17,7 +17,7 @@ use super::rules::RulesProvider;
 use super::validate::check_plan;
 use crate::envelope::{header, Record};
 use crate::stages::skeji::context;
-use crate::stages::skeji::model::{PipelineRequest, ScrubbedMessage};
+use crate::stages::skeji::model::{types, PipelineRequest, ScrubbedMessage};
 use crate::stages::skeji::store::Db;
 use crate::stages::{decode, BuildEnv, BuildError, Output, Stage, StageContext, StageError, StageKind};
 use async_trait::async_trait;
@@ -62,6 +62,8 @@ pub struct SkejiLlm;
 impl StageKind for SkejiLlm {
     const NAME: &'static str = "skeji-llm";
     type Config = LlmConfig;
+    const INPUT_TYPES: &'static [&'static str] = &[types::SCRUBBED_MESSAGE];
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = &[("default", types::PIPELINE_REQUEST)];
 
     fn required_outputs() -> Vec<&'static str> {
         vec!["default"]

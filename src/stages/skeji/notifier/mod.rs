@@ -108,6 +108,10 @@ pub struct Notifier {
 impl StageKind for Notifier {
     const NAME: &'static str = "skeji-notifier";
     type Config = NotifierConfig;
+    // Dead-lettered records (any payload) come from DLQ topics, which declare no type.
+    const INPUT_TYPES: &'static [&'static str] =
+        &[super::model::types::REJECTION, super::model::types::PIPELINE_RESULT, super::model::types::DOMAIN_EVENT];
+    const OUTPUT_TYPES: &'static [(&'static str, &'static str)] = &[("sent", super::model::types::SENT_NOTIFICATION)];
 
     fn outputs() -> Vec<&'static str> {
         vec!["sent"]
