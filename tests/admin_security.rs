@@ -27,13 +27,16 @@ topics:
   orders: {partitions: 3}
 "#;
 
-async fn start(yaml: &str, limits: HttpLimits) -> (NodeHandle, tempfile::TempDir) {
+/// A node of `yaml`; `limits` replace what the topology's `http:` says.
+async fn start(yaml: &str, limits: Option<HttpLimits>) -> (NodeHandle, tempfile::TempDir) {
     let registry = Registry::builtin();
     let topology = Topology::parse("admin-security.yaml", yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
     let data = tempfile::tempdir().expect("tmp");
     let mut opts = NodeOptions::new(topology.plan(None).expect("plan"), Arc::new(registry));
     opts.data_dir = data.path().to_path_buf();
-    opts.http_limits = limits;
+    if let Some(l) = limits {
+        opts.http_limits = l;
+    }
     opts.worker_threads = Some(2);
     (runtime::start(opts).await.expect("node starts"), data)
 }
@@ -68,7 +71,7 @@ async fn post(url: &str, auth: Option<&str>) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_the_token_and_a_refused_request_changes_nothing() {
-    let (node, _data) = start(YAML, HttpLimits::default()).await;
+    let (node, _data) = start(YAML, None).await;
     let admin = node.admin.expect("admin port");
     let produce = format!("http://{admin}/topics/orders/records");
     assert_eq!(count(&node, "orders").await, 0);
@@ -110,7 +113,7 @@ async fn admin_needs_the_token_and_a_refused_request_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_port_serves_metrics_without_a_token_and_no_management() {
-    let (node, _data) = start(YAML, HttpLimits::default()).await;
+    let (node, _data) = start(YAML, None).await;
     let metrics = node.metrics.expect("metrics port");
     assert_ne!(Some(metrics), node.admin, "two ports");
 
@@ -147,7 +150,7 @@ async fn post_raw(url: &str, token: &str) -> (u16, String) {
 /// where the token comes from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sends_the_token_from_the_environment() {
-    let (node, data) = start(YAML, HttpLimits::default()).await;
+    let (node, data) = start(YAML, None).await;
     let admin = node.admin.expect("admin port");
     let file = data.path().join("cli.yaml");
     let yaml = format!(
@@ -214,17 +217,15 @@ fn run_refuses_a_non_loopback_admin_without_a_token() {
     assert!(stderr.contains("admin.token") && stderr.contains("WEIR_ADMIN_TOKEN"), "{stderr}");
 }
 
-/// Raw requests on the admin port with small limits: a body that stops arriving gets a
-/// JSON 408, one request over the bound a JSON 503, and neither publishes anything.
+/// Raw requests on the admin port with small limits (the topology's `http:`): a body that
+/// stops arriving gets a JSON 408, one request over the bound a JSON 503, and neither
+/// publishes anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_bodies_time_out_and_excess_requests_are_refused() {
-    let limits = HttpLimits {
-        header_timeout: Duration::from_secs(1),
-        body_timeout: Duration::from_secs(3),
-        max_concurrent: 2,
-        shutdown_grace: Duration::from_secs(2),
-    };
-    let (node, _data) = start(YAML, limits).await;
+    let yaml = format!(
+        "{YAML}http: {{header_timeout: 1s, body_timeout: 3s, max_concurrent_requests: 2, shutdown_grace: 2s}}\n"
+    );
+    let (node, _data) = start(&yaml, None).await;
     let admin = node.admin.expect("admin port");
     let head = format!(
         "POST /topics/orders/records HTTP/1.1\r\nhost: {admin}\r\nauthorization: Bearer {TOKEN}\r\n\
@@ -280,7 +281,7 @@ async fn slow_bodies_time_out_and_excess_requests_are_refused() {
 /// per-partition readers go with the response body).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tails_are_bounded_and_end_with_their_client() {
-    let (node, _data) = start(YAML, HttpLimits::default()).await;
+    let (node, _data) = start(YAML, None).await;
     let admin = node.admin.expect("admin port");
     let url = format!("http://{admin}/topics/orders/records?follow=true");
     let follow = || async {
@@ -334,6 +335,8 @@ fn the_token_never_shows_in_debug_output() {
     let printed = format!("{:?} {:?}", topology.spec(), plan);
     assert!(!printed.contains(TOKEN), "{printed}");
     assert!(printed.contains("AdminToken(<redacted>)"), "{printed}");
+    // Without `http:`, the listeners keep the defaults.
+    assert_eq!(HttpLimits::default().with_plan(&plan.http), HttpLimits::default());
     assert_eq!(plan.admin_token.as_ref().map(|t| t.expose()), Some(TOKEN));
 }
 
@@ -349,4 +352,11 @@ fn metrics_section_is_validated() {
     };
     assert!(err.contains("`9464` is not a host:port address"), "{err}");
     assert!(err.contains("lisen") && err.contains("in `metrics`"), "{err}");
+
+    let bad = "name: x\nhttp: {body_timeout: soon, max_concurrent_requests: 0}\ntopics:\n  t: {partitions: 1}\n";
+    let err = match Topology::parse("bad.yaml", bad, &|_| None, &registry) {
+        Ok(_) => panic!("a bad http section validated"),
+        Err(d) => d.to_string(),
+    };
+    assert!(err.contains("`body_timeout`") && err.contains("`max_concurrent_requests` must be at least 1"), "{err}");
 }

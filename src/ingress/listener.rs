@@ -52,6 +52,18 @@ impl Default for HttpLimits {
     }
 }
 
+impl HttpLimits {
+    /// These limits with what the topology's `http:` sets.
+    pub fn with_plan(self, plan: &crate::topology::plan::HttpPlan) -> Self {
+        HttpLimits {
+            header_timeout: plan.header_timeout.unwrap_or(self.header_timeout),
+            body_timeout: plan.body_timeout.unwrap_or(self.body_timeout),
+            max_concurrent: plan.max_concurrent_requests.map_or(self.max_concurrent, |n| n.max(1) as usize),
+            shutdown_grace: plan.shutdown_grace.unwrap_or(self.shutdown_grace),
+        }
+    }
+}
+
 /// Why a request body could not be read to its end (found by `read_body` in the error's
 /// source chain to answer 408 or 503).
 #[derive(Debug, thiserror::Error)]

@@ -42,12 +42,14 @@ pub struct NodeOptions {
     /// This process's stable identity for transactions (`WEIR_INSTANCE`); default
     /// `<hostname>-<pid>`, unique but not stable across restarts.
     pub instance: String,
-    /// Timeouts and bounds of every listener (ingress, metrics, admin).
+    /// Timeouts and bounds of every listener (ingress, metrics, admin); from the
+    /// topology's `http:`, defaults for the rest.
     pub http_limits: HttpLimits,
 }
 
 impl NodeOptions {
     pub fn new(plan: Plan, registry: Arc<Registry>) -> Self {
+        let http_limits = HttpLimits::default().with_plan(&plan.http);
         NodeOptions {
             plan,
             registry,
@@ -59,7 +61,7 @@ impl NodeOptions {
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
             instance: default_instance(),
-            http_limits: HttpLimits::default(),
+            http_limits,
         }
     }
 }

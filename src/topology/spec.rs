@@ -27,6 +27,8 @@ pub struct TopologySpec {
     #[serde(default)]
     pub metrics: MetricsSpec,
     #[serde(default)]
+    pub http: HttpSpec,
+    #[serde(default)]
     pub tracing: TracingSpec,
     /// Defaults applied to every stage that does not set the field itself.
     #[serde(default)]
@@ -201,6 +203,23 @@ pub struct AdminSpec {
 pub struct MetricsSpec {
     #[serde(default)]
     pub listen: Option<String>,
+}
+
+/// Bounds of every HTTP listener of a node: ingress, metrics and admin (docs/admin.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HttpSpec {
+    /// Longest wait for a request's complete headers (default 10s).
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Longest wait for a request's whole body (default 30s); 408 after.
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// Requests served at once per listener (default 512); 503 beyond.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<u32>,
+    /// After stop, how long requests in flight may still run (default 3s).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
 }
 
 /// The admin bearer token. A secret: its `Debug` never shows it, and nothing logs it.
