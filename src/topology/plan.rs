@@ -23,7 +23,14 @@ pub struct Plan {
     pub transport: TransportKind,
     pub embedded_capacity: u64,
     pub kafka: super::spec::KafkaSpec,
+    /// The management port (produce, tail, `/stats`), if any.
     pub admin_listen: Option<String>,
+    /// The bearer token the management port requires (redacted in `Debug`).
+    pub admin_token: Option<super::spec::AdminToken>,
+    /// The read-only port (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub metrics_listen: Option<String>,
+    /// The listeners' bounds the topology sets (`http:`); unset ones keep their defaults.
+    pub http: HttpPlan,
     pub tracing: super::spec::TracingSpec,
     /// Every declared topic (a node may produce to topics it does not consume).
     pub topics: BTreeMap<String, TopicPlan>,
@@ -31,6 +38,15 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
     /// The ingress listeners this node runs.
     pub ingress: Vec<IngressPlan>,
+}
+
+/// `http:` of the topology, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpPlan {
+    pub header_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub max_concurrent_requests: Option<u32>,
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +304,14 @@ pub(crate) fn build(
         embedded_capacity: spec.embedded.max_records_per_partition.unwrap_or(DEFAULT_EMBEDDED_CAPACITY).max(1),
         kafka: spec.kafka.clone(),
         admin_listen: spec.admin.listen.clone(),
+        admin_token: spec.admin.token.clone(),
+        metrics_listen: spec.metrics.listen.clone(),
+        http: HttpPlan {
+            header_timeout: opt_duration(&spec.http.header_timeout, "http", "header_timeout")?,
+            body_timeout: opt_duration(&spec.http.body_timeout, "http", "body_timeout")?,
+            max_concurrent_requests: spec.http.max_concurrent_requests,
+            shutdown_grace: opt_duration(&spec.http.shutdown_grace, "http", "shutdown_grace")?,
+        },
         tracing: spec.tracing.clone(),
         topics,
         stages,

@@ -25,6 +25,10 @@ pub struct TopologySpec {
     #[serde(default)]
     pub admin: AdminSpec,
     #[serde(default)]
+    pub metrics: MetricsSpec,
+    #[serde(default)]
+    pub http: HttpSpec,
+    #[serde(default)]
     pub tracing: TracingSpec,
     /// Defaults applied to every stage that does not set the field itself.
     #[serde(default)]
@@ -181,12 +185,86 @@ mod kafka_spec_tests {
     }
 }
 
-/// The node's own HTTP port: health, readiness, metrics, and the embedded transport's
-/// produce/tail endpoints used by `weir produce` and `weir tail`.
+/// The management port: produce, tail and `/stats` (what `weir produce` and `weir tail`
+/// use). Off unless `listen` is set. Every request needs `Authorization: Bearer <token>`
+/// when a token is set; a non-loopback `listen` without a token refuses to start.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct AdminSpec {
     #[serde(default)]
     pub listen: Option<String>,
+    /// The bearer token management requests must carry; write `${WEIR_ADMIN_TOKEN:-}`.
+    #[serde(default, deserialize_with = "admin_token")]
+    pub token: Option<AdminToken>,
+}
+
+/// The read-only port: `/metrics`, `/healthz`, `/readyz`, safe to scrape without
+/// credentials. Off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MetricsSpec {
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// Bounds of every HTTP listener of a node: ingress, metrics and admin (docs/admin.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HttpSpec {
+    /// Longest wait for a request's complete headers (default 10s).
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Longest wait for a request's whole body (default 30s); 408 after.
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// Requests served at once per listener (default 512); 503 beyond.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<u32>,
+    /// After stop, how long requests in flight may still run (default 3s).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
+}
+
+/// The admin bearer token. A secret: its `Debug` never shows it, and nothing logs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// The token itself, for comparing a request's credentials or sending them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// A token written as text or, after `${VAR}` substitution of an all-digit value, as a
+/// number; empty or null means no token.
+fn admin_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let text = match Option::<Text>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Text::S(s)) => s,
+        Some(Text::U(n)) => n.to_string(),
+        Some(Text::I(n)) => n.to_string(),
+        Some(Text::F(n)) => n.to_string(),
+        Some(Text::B(b)) => b.to_string(),
+    };
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| AdminToken(text.to_string())))
 }
 
 /// Span export over OTLP/HTTP. Off unless an endpoint is set here or in

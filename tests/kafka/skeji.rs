@@ -159,6 +159,7 @@ impl KafkaSkeji {
                 ("KAFKA_BROKERS".into(), brokers.clone()),
                 ("WEIR_LISTEN".into(), listen.into()),
                 ("WEIR_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+                ("WEIR_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
             ]
         };
         let mut edge_vars = common(&edge_listen);

@@ -26,7 +26,7 @@ struct EmbeddedSkeji {
 impl EmbeddedSkeji {
     async fn start(overrides: &[(&str, &str)]) -> EmbeddedSkeji {
         let mut vars: HashMap<String, String> =
-            [("WEIR_LISTEN", "127.0.0.1:0"), ("WEIR_ADMIN_LISTEN", "127.0.0.1:0")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            [("WEIR_LISTEN", "127.0.0.1:0"), ("WEIR_ADMIN_LISTEN", "127.0.0.1:0"), ("WEIR_METRICS_LISTEN", "127.0.0.1:0")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env = move |name: &str| vars.get(name).cloned();
         let file = format!("{ROOT}/topology.yaml");
