@@ -3,6 +3,7 @@
 //! supervisor gives up. The CLI and the tests start nodes the same way.
 
 pub mod admin;
+mod drain;
 
 use crate::actors::stats::NodeStats;
 use crate::telemetry::metrics::BuildInfo;
@@ -94,6 +95,21 @@ pub fn connect(plan: &Plan) -> Result<Arc<dyn Transport>, RuntimeError> {
     }
 }
 
+/// The transport a plan asks for, with the embedded log kept under `data_dir` unless the
+/// topology says `embedded: {durable: false}`.
+pub fn connect_in(plan: &Plan, data_dir: &std::path::Path) -> Result<Arc<dyn Transport>, RuntimeError> {
+    if plan.transport != TransportKind::Embedded || !plan.embedded_durable {
+        return connect(plan);
+    }
+    let options = crate::transport::embedded::DurableOptions {
+        sync_interval: plan.embedded_sync_interval,
+        ..Default::default()
+    };
+    EmbeddedTransport::open(data_dir, plan.embedded_capacity, options)
+        .map(|t| Arc::new(t) as Arc<dyn Transport>)
+        .map_err(|e| RuntimeError::DataDir { path: e.path, source: e.source })
+}
+
 /// A running node.
 pub struct NodeHandle {
     stop: Option<oneshot::Sender<()>>,
@@ -150,7 +166,7 @@ struct Started {
 pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
     let transport = match &opts.transport {
         Some(t) => t.clone(),
-        None => connect(&opts.plan)?,
+        None => connect_in(&opts.plan, &opts.data_dir)?,
     };
     crate::telemetry::spans::set_messaging_system(transport.kind());
     std::fs::create_dir_all(&opts.data_dir)
@@ -254,6 +270,7 @@ async fn run_node(
             for s in servers.drain(..) {
                 let _ = s.await;
             }
+            drain::until_consumed(&opts.plan, &transport).await;
             match supervisor.send(Shutdown { timeout: opts.shutdown_timeout }).await {
                 Ok(exit) => exit,
                 Err(_) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
