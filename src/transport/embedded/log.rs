@@ -11,7 +11,8 @@
 //! files. Memory stays the read path: the disk is a copy that is only read when the
 //! partition is opened again. A record is handed to the OS before its delivery resolves
 //! ([`PartitionLog::ensure_written`]), so a process kill loses nothing acknowledged;
-//! [`PartitionLog::prepare_sync`] is the fsync, on the transport's timer.
+//! [`PartitionLog::take_offsets`] and [`PartitionLog::prepare_data_sync`] are the fsync
+//! round, on the transport's timer.
 
 use super::disk::{DiskError, PartitionDisk};
 use crate::envelope::{Headers, Record, TopicPartition};
@@ -55,31 +56,34 @@ struct DiskState {
     written: i64,
     /// Committed offsets changed since they were last written.
     offsets_dirty: bool,
+    /// The end offset at the last sync round: an idle partition is not synced again.
+    synced: i64,
     /// Set by the first failed write: the file may hold half a record, so nothing more is
     /// appended (a producer gets the error, and the node's restart reopens the log).
     failed: Option<String>,
 }
 
-/// What one sync round needs from a partition, taken under its lock.
-pub(crate) struct SyncWork {
+/// The fsync of one partition's data, done outside the partition's lock.
+pub(crate) struct DataSync {
     dir: PathBuf,
     file: File,
-    offsets: Option<HashMap<String, i64>>,
 }
 
-impl SyncWork {
-    /// The fsync of the data, outside the partition's lock.
-    pub fn sync_data(&self) -> Result<(), DiskError> {
+impl DataSync {
+    pub fn run(&self) -> Result<(), DiskError> {
         self.file.sync_data().map_err(|source| DiskError { path: self.dir.clone(), source })
     }
+}
 
-    /// Writes the committed offsets taken before the data was synced (so an offset on disk
-    /// never covers a record whose outputs are not on disk).
-    pub fn write_offsets(&self) -> Result<(), DiskError> {
-        match &self.offsets {
-            Some(o) => super::disk::write_offsets(&self.dir, o),
-            None => Ok(()),
-        }
+/// Committed offsets to write once the data they cover is synced.
+pub(crate) struct OffsetsWrite {
+    dir: PathBuf,
+    offsets: HashMap<String, i64>,
+}
+
+impl OffsetsWrite {
+    pub fn run(&self) -> Result<(), DiskError> {
+        super::disk::write_offsets(&self.dir, &self.offsets)
     }
 }
 
@@ -133,7 +137,7 @@ impl PartitionLog {
                 committed: recovered.committed,
                 retaining_groups,
                 capacity,
-                disk: Some(DiskState { files, written: end, offsets_dirty: false, failed: None }),
+                disk: Some(DiskState { files, written: end, offsets_dirty: false, synced: end, failed: None }),
             }),
             end: end_tx,
             space: Notify::new(),
@@ -206,29 +210,44 @@ impl PartitionLog {
         }
     }
 
-    /// Flushes the partition's buffer and takes what the fsync needs: a handle on the
-    /// active file and the committed offsets, if they changed. `None` in memory.
-    pub fn prepare_sync(&self) -> Option<Result<SyncWork, DiskError>> {
+    /// The committed offsets, if they changed since they were last taken. A sync round
+    /// takes every partition's offsets before it syncs any data, so each offset taken is
+    /// covered by the data synced after it (outputs are written before their commit).
+    pub fn take_offsets(&self) -> Option<OffsetsWrite> {
         let mut guard = self.lock();
         let st = &mut *guard;
+        let d = st.disk.as_mut()?;
+        if !std::mem::take(&mut d.offsets_dirty) {
+            return None;
+        }
+        Some(OffsetsWrite { dir: d.files.dir().to_path_buf(), offsets: st.committed.clone() })
+    }
+
+    /// Flushes the partition's buffer and returns a handle to fsync; `None` in memory and
+    /// when nothing was appended since the last round.
+    pub fn prepare_data_sync(&self) -> Option<Result<DataSync, DiskError>> {
+        let mut st = self.lock();
         let end = st.base + st.records.len() as i64;
         let d = st.disk.as_mut()?;
+        if d.synced == end {
+            return None;
+        }
         let dir = d.files.dir().to_path_buf();
-        let prepared = d.files.flush().and_then(|()| d.files.sync_handle());
-        Some(match prepared {
+        Some(match d.files.flush().and_then(|()| d.files.sync_handle()) {
             Ok(file) => {
                 d.written = end;
-                let offsets = std::mem::take(&mut d.offsets_dirty).then(|| st.committed.clone());
-                Ok(SyncWork { dir, file, offsets })
+                d.synced = end;
+                Ok(DataSync { dir, file })
             }
             Err(source) => Err(DiskError { path: dir, source }),
         })
     }
 
-    /// After a failed sync round: the offsets must be written next time.
-    pub fn mark_offsets_dirty(&self) {
+    /// After a failed sync round: data and offsets are synced again next time.
+    pub fn mark_unsynced(&self) {
         if let Some(d) = self.lock().disk.as_mut() {
             d.offsets_dirty = true;
+            d.synced = -1;
         }
     }
 
@@ -423,9 +442,10 @@ mod tests {
                 log.ensure_written(o).expect("written");
             }
             log.commit("g", 2);
-            let work = log.prepare_sync().expect("durable").expect("prepared");
-            work.sync_data().expect("sync");
-            work.write_offsets().expect("offsets");
+            let offsets = log.take_offsets().expect("offsets changed");
+            log.prepare_data_sync().expect("data changed").expect("prepared").run().expect("sync");
+            offsets.run().expect("offsets");
+            assert!(log.take_offsets().is_none() && log.prepare_data_sync().is_none(), "nothing left to sync");
         }
         let log = open(tmp.path(), &["g"], 100, 1 << 20);
         assert_eq!(log.end_offset(), 5);

@@ -79,42 +79,34 @@ impl Inner {
         self.topics.iter().flat_map(|t| t.value().as_ref().clone()).collect()
     }
 
-    /// One sync round: flush every partition and take its committed offsets, fsync the
-    /// data, then write the offsets (after the data they cover).
+    /// One sync round: take every partition's changed committed offsets, then flush and
+    /// fsync every partition's data, then write the offsets (after the data they cover).
     fn sync_all(&self) -> Result<(), DiskError> {
         let parts = self.all_partitions();
-        let mut work = Vec::new();
+        let offsets: Vec<_> = parts.iter().filter_map(|p| p.take_offsets().map(|o| (p, o))).collect();
         let mut first_error = None;
         for p in &parts {
-            match p.prepare_sync() {
-                Some(Ok(w)) => work.push((p, w)),
-                Some(Err(e)) => {
-                    p.mark_offsets_dirty();
-                    first_error.get_or_insert(e);
-                }
-                None => {}
+            let synced = match p.prepare_data_sync() {
+                None => continue,
+                Some(prepared) => prepared.and_then(|data| data.run()),
+            };
+            if let Err(e) = synced {
+                p.mark_unsynced();
+                first_error.get_or_insert(e);
             }
         }
-        let mut synced = Vec::new();
-        for (p, w) in work {
-            match w.sync_data() {
-                Ok(()) => synced.push((p, w)),
+        // An offset is written only if every partition's data made it: the outputs it
+        // covers may be on any of them.
+        for (p, o) in &offsets {
+            let written = match &first_error {
+                Some(_) => Ok(false),
+                None => o.run().map(|()| true),
+            };
+            match written {
+                Ok(true) => {}
+                Ok(false) => p.mark_unsynced(),
                 Err(e) => {
-                    p.mark_offsets_dirty();
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        // An offset is written only if every partition's data made it: its outputs may
-        // be on any of them.
-        if first_error.is_some() {
-            for (p, _) in &synced {
-                p.mark_offsets_dirty();
-            }
-        } else {
-            for (p, w) in &synced {
-                if let Err(e) = w.write_offsets() {
-                    p.mark_offsets_dirty();
+                    p.mark_unsynced();
                     first_error.get_or_insert(e);
                 }
             }
@@ -184,7 +176,7 @@ impl EmbeddedTransport {
             .ok_or_else(|| TransportError::UnknownPartition { topic: tp.topic.to_string(), partition: tp.partition })
     }
 
-    async fn append(&self, parts: Vec<Arc<PartitionLog>>, record: OutgoingRecord) -> Result<Delivery, TransportError> {
+    async fn append(&self, parts: &[Arc<PartitionLog>], record: OutgoingRecord) -> Result<Delivery, TransportError> {
         let n = i32::try_from(parts.len()).unwrap_or(i32::MAX);
         let partition = match (record.partition, &record.key) {
             (Some(p), _) => p,
@@ -234,7 +226,7 @@ impl Producer for EmbeddedTransport {
             Ok(p) => p,
             Err(error) => return Err(EnqueueError { error, record }),
         };
-        let delivery = match self.append(parts.clone(), record).await {
+        let delivery = match self.append(&parts, record).await {
             Ok(d) => d,
             Err(e) => return Ok(futures::future::ready(Err(e)).boxed()),
         };
@@ -365,4 +357,79 @@ fn partition_dir(root: &Path, topic: &str, partition: i32) -> Result<PathBuf, Tr
         )));
     }
     Ok(root.join(topic).join(partition.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Headers;
+    use crate::topology::plan::PayloadDecl;
+    use crate::transport::GroupEvent;
+
+    fn topic(name: &str, partitions: i32, group: &str) -> TopicPlan {
+        TopicPlan {
+            name: name.into(),
+            partitions,
+            retention: None,
+            cleanup_policy: Default::default(),
+            replication_factor: None,
+            compression: None,
+            payload: PayloadDecl::Any,
+            reader_groups: [group.to_string()].into(),
+        }
+    }
+
+    fn record(partition: i32, n: u8) -> OutgoingRecord {
+        OutgoingRecord {
+            topic: "t".into(),
+            partition: Some(partition),
+            key: None,
+            headers: Headers::new(),
+            payload: bytes::Bytes::from(vec![n]),
+        }
+    }
+
+    async fn open(dir: &Path) -> EmbeddedTransport {
+        let options = DurableOptions { sync_interval: Duration::from_secs(3600), segment_bytes: 1 << 20 };
+        let t = EmbeddedTransport::open(dir, 100, options).expect("opens");
+        t.ensure_topics(&[topic("t", 2, "g")]).await.expect("topics");
+        t
+    }
+
+    /// A restarted transport on the same directory: a group resumes at its committed
+    /// offsets and reads what was appended after them.
+    #[tokio::test]
+    async fn a_group_resumes_from_its_committed_offsets_after_reopen() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        {
+            let t = open(tmp.path()).await;
+            let p = t.producer();
+            for n in 0..4 {
+                p.send(record(0, n)).await.expect("send");
+                p.send(record(1, 10 + n)).await.expect("send");
+            }
+            let mut member = t.join("g", &["t".to_string()], "m1", None).await.expect("join");
+            let GroupEvent::Assigned(parts) = member.next_event().await.expect("event") else { panic!("assigned") };
+            for part in &parts {
+                if part.stream.topic_partition().partition == 0 {
+                    part.committer.commit(part.stream.topic_partition(), 3).await.expect("commit");
+                }
+            }
+            // The shutdown path: the supervisor flushes the producer, which syncs.
+            p.flush(Duration::from_secs(5)).await.expect("synced");
+        }
+        let t = open(tmp.path()).await;
+        assert_eq!(t.committed("g", &TopicPartition::new("t", 0)).await, Ok(Some(3)));
+        assert_eq!(t.committed("g", &TopicPartition::new("t", 1)).await, Ok(None));
+        assert_eq!(t.end_offset(&TopicPartition::new("t", 1)).await, Ok(4));
+        let mut member = t.join("g", &["t".to_string()], "m1", None).await.expect("join");
+        let GroupEvent::Assigned(mut parts) = member.next_event().await.expect("event") else { panic!("assigned") };
+        parts.sort_by_key(|p| p.stream.topic_partition().partition);
+        let first = parts[0].stream.next().await.expect("record");
+        assert_eq!((first.offset, first.payload.as_ref()), (3, &[3u8][..]));
+        let first = parts[1].stream.next().await.expect("record");
+        assert_eq!((first.offset, first.payload.as_ref()), (0, &[10u8][..]));
+        // New records continue the restored offsets.
+        assert_eq!(t.producer().send(record(0, 9)).await.map(|d| d.offset), Ok(4));
+    }
 }
