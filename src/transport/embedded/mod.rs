@@ -159,7 +159,8 @@ impl EmbeddedTransport {
         std::thread::Builder::new()
             .name("weir-log-sync".into())
             .spawn(move || sync_loop(&weak, &stop_rx, interval))
-            .map_err(|source| DiskError { path: root, source })?;
+            .map_err(|source| DiskError { path: root.clone(), source })?;
+        tracing::info!(dir = %root.display(), sync_interval = ?interval, "embedded log kept on disk");
         Ok(EmbeddedTransport { inner })
     }
 
