@@ -3,6 +3,7 @@
 //! asked to stop or its supervisor gives up. The CLI and the tests start nodes the same way.
 
 pub mod admin;
+mod drain;
 pub mod metrics;
 
 use crate::actors::stats::{NodeStats, StageStats};
@@ -109,6 +110,21 @@ pub fn connect(plan: &Plan) -> Result<Arc<dyn Transport>, RuntimeError> {
     }
 }
 
+/// The transport a plan asks for, with the embedded log kept under `data_dir` unless the
+/// topology says `embedded: {durable: false}`.
+pub fn connect_in(plan: &Plan, data_dir: &std::path::Path) -> Result<Arc<dyn Transport>, RuntimeError> {
+    if plan.transport != TransportKind::Embedded || !plan.embedded_durable {
+        return connect(plan);
+    }
+    let options = crate::transport::embedded::DurableOptions {
+        sync_interval: plan.embedded_sync_interval,
+        ..Default::default()
+    };
+    EmbeddedTransport::open(data_dir, plan.embedded_capacity, options)
+        .map(|t| Arc::new(t) as Arc<dyn Transport>)
+        .map_err(|e| RuntimeError::DataDir { path: e.path, source: e.source })
+}
+
 /// A running node.
 pub struct NodeHandle {
     stop: Option<oneshot::Sender<()>>,
@@ -169,7 +185,7 @@ struct Started {
 pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
     let transport = match &opts.transport {
         Some(t) => t.clone(),
-        None => connect(&opts.plan)?,
+        None => connect_in(&opts.plan, &opts.data_dir)?,
     };
     crate::telemetry::spans::set_messaging_system(transport.kind());
     std::fs::create_dir_all(&opts.data_dir)
@@ -276,6 +292,8 @@ async fn run_node(
             for s in servers.drain(..) {
                 let _ = s.await;
             }
+            // Embedded: let the pipeline consume what the ingress accepted (bounded).
+            drain::until_consumed(&opts.plan, &transport).await;
             // Every wait of the shutdown has its own bound; this one is the last line of
             // defence should one of them not hold: the drain and the producer flush each get
             // `shutdown_timeout`, plus a margin.

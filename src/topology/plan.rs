@@ -22,6 +22,10 @@ pub struct Plan {
     pub node: Option<String>,
     pub transport: TransportKind,
     pub embedded_capacity: u64,
+    /// Keep the embedded log on disk (under the node's data dir).
+    pub embedded_durable: bool,
+    /// How often the durable embedded log is fsynced.
+    pub embedded_sync_interval: Duration,
     pub kafka: super::spec::KafkaSpec,
     /// The management port (produce, tail, `/stats`), if any.
     pub admin_listen: Option<String>,
@@ -297,11 +301,18 @@ pub(crate) fn build(
         });
     }
 
+    // Synced at each commit interval: a commit is then on disk one interval later at most.
+    let embedded_sync_interval = match opt_duration(&spec.embedded.sync_interval, "embedded", "sync_interval")? {
+        Some(d) => d,
+        None => stages.iter().map(|s| s.commit.interval).min().unwrap_or(DEFAULT_COMMIT_INTERVAL),
+    };
     Ok(Plan {
         topology_name: spec.name.clone().unwrap_or_else(|| default_name.to_string()),
         node: node.map(str::to_string),
         transport: spec.transport,
         embedded_capacity: spec.embedded.max_records_per_partition.unwrap_or(DEFAULT_EMBEDDED_CAPACITY).max(1),
+        embedded_durable: spec.embedded.durable.unwrap_or(true),
+        embedded_sync_interval,
         kafka: spec.kafka.clone(),
         admin_listen: spec.admin.listen.clone(),
         admin_token: spec.admin.token.clone(),

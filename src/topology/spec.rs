@@ -52,12 +52,21 @@ pub enum TransportKind {
     Kafka,
 }
 
-/// The in-process transport: an in-memory partitioned log for one process.
+/// The in-process transport: a partitioned log for one process, kept on disk under
+/// `<data dir>/log/` unless `durable: false`.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct EmbeddedSpec {
     /// Records kept per partition before producers wait (default 100000).
     #[serde(default)]
     pub max_records_per_partition: Option<u64>,
+    /// Keep the log on disk so a restart resumes where it stopped (default true);
+    /// `false`: memory only, everything unconsumed is lost when the process ends.
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// How often the on-disk log is fsynced, e.g. `500ms` (default: the shortest commit
+    /// interval of the node's stages). What a power loss can take.
+    #[serde(default)]
+    pub sync_interval: Option<String>,
 }
 
 /// Kafka connection settings (used by the Kafka transport). `Debug` masks the password

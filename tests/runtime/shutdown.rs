@@ -91,7 +91,8 @@ stages:
     assert_eq!(first_out.len(), completed.len(), "the first node produced an output twice");
 
     let second = start(yaml, Options { transport: Some(transport.clone()), ..Options::default() }).await;
-    wait_fully_committed(&second, "work", "in").await;
+    // The first node drains to empty on shutdown, so the second may have nothing to do:
+    // counting the outputs is what tells whether anything was lost.
     let out = collect_unique(&transport, "out", n as usize).await;
     let ids: BTreeSet<u64> = out.iter().map(id_of).collect();
     let lost = n as usize - ids.len();

@@ -180,6 +180,7 @@ fn transport(cx: &mut Cx<'_>) {
             "`max_records_per_partition` must be at least 1".to_string(),
         );
     }
+    duration(cx, &["embedded", "sync_interval"], spec.embedded.sync_interval.as_deref());
     let k = &spec.kafka;
     if spec.transport == TransportKind::Kafka && k.brokers.as_deref().is_none_or(|b| b.trim().is_empty()) {
         cx.at_value(
