@@ -184,6 +184,7 @@ fn weir_run_with_an_exposed_unsigned_webhook_exits_non_zero() {
         .env("WEIR_TRANSPORT", "embedded")
         .env("WEIR_LISTEN", "0.0.0.0:0")
         .env("WEIR_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("WEIR_METRICS_LISTEN", "127.0.0.1:0")
         .env_remove("WHATSAPP_APP_SECRET")
         .output()
         .expect("weir runs");

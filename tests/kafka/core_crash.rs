@@ -72,6 +72,7 @@ fn start_node(node: &str, file: &Path, data_dir: &str, instance: &str, listen: &
         ("KAFKA_BROKERS", brokers.as_str()),
         ("WEIR_LISTEN", listen),
         ("WEIR_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("WEIR_METRICS_LISTEN", "127.0.0.1:0"),
         ("WEIR_GROUP_INSTANCE", instance),
     ];
     Worker::start(node, file, &["--node", node, "--data-dir", data_dir, "--instance", instance], &env)

@@ -27,7 +27,7 @@ struct Rewired {
 impl Rewired {
     async fn start(text: &str) -> Rewired {
         let env = |name: &str| match name {
-            "WEIR_LISTEN" | "WEIR_ADMIN_LISTEN" => Some("127.0.0.1:0".to_string()),
+            "WEIR_LISTEN" | "WEIR_ADMIN_LISTEN" | "WEIR_METRICS_LISTEN" => Some("127.0.0.1:0".to_string()),
             _ => None,
         };
         let registry = Registry::builtin();
