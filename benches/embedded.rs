@@ -17,21 +17,12 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use std::sync::Arc;
 use std::time::Duration;
 use weir::envelope::{Headers, OutgoingRecord, TopicPartition};
-use weir::topology::plan::{PayloadDecl, TopicPlan};
+use weir::topology::plan::TopicPlan;
 use weir::transport::embedded::EmbeddedTransport;
 use weir::transport::{StartFrom, Transport};
 
 fn topic(name: &str, partitions: i32) -> TopicPlan {
-    TopicPlan {
-        name: name.into(),
-        partitions,
-        retention: None,
-        cleanup_policy: Default::default(),
-        replication_factor: None,
-        compression: None,
-        payload: PayloadDecl::Any,
-        reader_groups: Default::default(),
-    }
+    TopicPlan::bare(name, partitions)
 }
 
 fn record(topic: &str, i: u64) -> OutgoingRecord {

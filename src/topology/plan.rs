@@ -67,6 +67,23 @@ pub struct TopicPlan {
     pub reader_groups: BTreeSet<String>,
 }
 
+impl TopicPlan {
+    /// A topic with `partitions` and nothing else declared: no retention, compression,
+    /// payload type or reading groups (tests, benches, tools that make their own topics).
+    pub fn bare(name: &str, partitions: i32) -> TopicPlan {
+        TopicPlan {
+            name: name.into(),
+            partitions,
+            retention: None,
+            cleanup_policy: CleanupPolicy::default(),
+            replication_factor: None,
+            compression: None,
+            payload: PayloadDecl::Any,
+            reader_groups: BTreeSet::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum PayloadDecl {
     Any,

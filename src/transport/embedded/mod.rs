@@ -364,20 +364,10 @@ fn partition_dir(root: &Path, topic: &str, partition: i32) -> Result<PathBuf, Tr
 mod tests {
     use super::*;
     use crate::envelope::Headers;
-    use crate::topology::plan::PayloadDecl;
     use crate::transport::GroupEvent;
 
     fn topic(name: &str, partitions: i32, group: &str) -> TopicPlan {
-        TopicPlan {
-            name: name.into(),
-            partitions,
-            retention: None,
-            cleanup_policy: Default::default(),
-            replication_factor: None,
-            compression: None,
-            payload: PayloadDecl::Any,
-            reader_groups: [group.to_string()].into(),
-        }
+        TopicPlan { reader_groups: [group.to_string()].into(), ..TopicPlan::bare(name, partitions) }
     }
 
     fn record(partition: i32, n: u8) -> OutgoingRecord {
