@@ -13,6 +13,8 @@
 //!   pool_size: 8                   # PostgreSQL connections per stage (default 8)
 //! ```
 //!
+//! Without `to:` the stage is a sink (its offset is committed once the statement ran).
+//!
 //! Writes are retried (at-least-once), so make them idempotent: key them by an event id
 //! and `ON CONFLICT (event_id) DO NOTHING` (or `DO UPDATE`).
 //!
@@ -79,6 +81,8 @@ pub struct Sql {
     params: Vec<String>,
     mode: Mode,
     into: Option<String>,
+    /// Without a `to:`, the stage is a sink: it writes and emits nothing.
+    wired: bool,
 }
 
 impl StageKind for Sql {
@@ -119,7 +123,7 @@ impl StageKind for Sql {
                 Arc::new(sqlite::Sqlite::open(&path).map_err(err)?)
             }
         };
-        Ok(Arc::new(Sql { db, statement: c.statement, params: c.params, mode: c.mode, into: c.into }))
+        Ok(Arc::new(Sql { db, statement: c.statement, params: c.params, mode: c.mode, into: c.into, wired: env.wired("default") }))
     }
 }
 
@@ -159,6 +163,9 @@ impl Stage for Sql {
             }
             Outcome::Rows(rows) => Value::Array(rows),
         };
+        if !self.wired {
+            return Ok(Vec::new());
+        }
         match &self.into {
             Some(field) => {
                 template::set_at(&mut payload, field, value).map_err(StageError::Permanent)?;
