@@ -66,7 +66,10 @@ fn lost_and_duplicated(out: &[weir::envelope::Record], n: u64) -> (usize, usize)
 async fn ok_responses_go_under_into() {
     let service = MockService::start(|seen, _| Reply::json(serde_json::json!({"echo": path_id(&seen.path), "body": seen.json()}))).await;
     let n = 40;
-    let (node, out) = run("http-ok", &service, "/ok/{id}", "", n).await;
+    // A header from an env secret (a unique name: tests of this binary share the process).
+    std::env::set_var("WEIR_TEST_HTTP_TOKEN", "Bearer t0ken");
+    let headers = "      headers:\n        authorization: {value_env: WEIR_TEST_HTTP_TOKEN}\n        x-team: growth";
+    let (node, out) = run("http-ok", &service, "/ok/{id}", headers, n).await;
     let (lost, dup) = lost_and_duplicated(&out, n);
     let mismatched = out.iter().filter(|r| json(r)["reply"]["echo"] != json(r)["id"]).count();
     let bodies_ok = out.iter().filter(|r| json(r)["reply"]["body"]["id"] == json(r)["id"]).count();
@@ -75,6 +78,11 @@ async fn ok_responses_go_under_into() {
     assert_eq!((lost, dup, mismatched, dead), (0, 0, 0, 0));
     assert_eq!(bodies_ok, n as usize, "the payload is the request body");
     assert_eq!(service.seen().len(), n as usize, "one request per record");
+    let authorized = service.seen().iter().filter(|s| {
+        s.headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer t0ken")
+            && s.headers.get("x-team").and_then(|v| v.to_str().ok()) == Some("growth")
+    }).count();
+    assert_eq!(authorized, n as usize, "headers, the secret one from the environment");
     node.shutdown().await;
 }
 
