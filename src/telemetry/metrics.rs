@@ -319,8 +319,11 @@ pub fn kind_counter(name: &'static str, help: &'static str, labels: &[(&'static 
     family.rows.entry(labels).or_default().clone()
 }
 
+/// One family at scrape time: name, help, and each label set's value.
+type KindFamilySnapshot = (&'static str, &'static str, Vec<(KindLabels, f64)>);
+
 #[derive(Debug)]
-struct KindCounters(Vec<(&'static str, &'static str, Vec<(KindLabels, f64)>)>);
+struct KindCounters(Vec<KindFamilySnapshot>);
 
 impl KindCounters {
     fn snapshot() -> Self {
