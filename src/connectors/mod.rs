@@ -53,3 +53,18 @@ impl std::fmt::Debug for Secret {
         f.write_str("Secret(***)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_show_in_debug() {
+        std::env::set_var("WEIR_TEST_CONNECTOR_SECRET", "hunter2");
+        let s = Secret::from_env("WEIR_TEST_CONNECTOR_SECRET").expect("set");
+        assert_eq!(s.expose(), "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let missing = Secret::from_env("WEIR_TEST_CONNECTOR_SECRET_UNSET").unwrap_err();
+        assert!(missing.contains("WEIR_TEST_CONNECTOR_SECRET_UNSET") && missing.contains("not set"), "{missing}");
+    }
+}
