@@ -112,7 +112,7 @@ async fn wait_for(t: &Arc<dyn Transport>, topic: &str, n: i64) {
 async fn bare_loop(spec: &KafkaSpec, input: &str, output: &str, n: u64) -> Duration {
     let group = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
     let consumer: Arc<StreamConsumer> =
-        Arc::new(config::consumer(spec, "bench-bare", &group, Duration::from_millis(500)).create().expect("consumer"));
+        Arc::new(config::consumer(spec, "bench-bare", &group, Duration::from_millis(500), 1).create().expect("consumer"));
     consumer.subscribe(&[input]).expect("subscribe");
     let producer: FutureProducer = config::producer(spec, "bench-bare").create().expect("producer");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, i32, i64, rdkafka::producer::DeliveryFuture)>(WINDOW);

@@ -365,3 +365,129 @@ impl Record {
         })
     }
 }
+
+/// Hostile input (issue 9): any header names and values, any payload bytes. Reading the
+/// envelope, stamping a child and decoding the payload never panic; a payload that does
+/// not decode is an `Err` the runtime dead-letters (a permanent error).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(header::TRACEPARENT.to_string()),
+            Just(header::TRACESTATE.to_string()),
+            Just(header::MESSAGE_ID.to_string()),
+            Just(header::CORRELATION_ID.to_string()),
+            Just(header::ORIGIN_AT.to_string()),
+            Just(header::DLQ_REASON.to_string()),
+            any::<String>(),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            crate::telemetry::spans::props::traceparent_like().prop_map(String::into_bytes),
+            "-?[0-9]{0,25}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+        proptest::collection::vec((name(), value()), 0..12)
+    }
+
+    fn built(pairs: &[(String, Vec<u8>)]) -> Headers {
+        let mut h = Headers::new();
+        for (n, v) in pairs {
+            h.push(n, Bytes::copy_from_slice(v));
+        }
+        h
+    }
+
+    fn one(h: &Headers, name: &str) -> usize {
+        h.iter().filter(|(n, _)| *n == name).count()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn headers_read_the_last_value(pairs in headers()) {
+            let h = built(&pairs);
+            for (n, _) in &pairs {
+                let last = pairs.iter().rev().find(|(m, _)| m == n).map(|(_, v)| v.as_slice());
+                prop_assert_eq!(h.get(n), last);
+                prop_assert_eq!(h.get_str(n), last.and_then(|v| std::str::from_utf8(v).ok()));
+            }
+            let _ = origin_ms(&h);
+        }
+
+        #[test]
+        fn a_child_envelope_is_always_well_formed(pairs in headers(), stage in any::<String>(), attempt in any::<u32>()) {
+            let parent = built(&pairs);
+            let child = stamp_child(&parent, &stage, attempt);
+            for name in [header::MESSAGE_ID, header::TRACEPARENT, header::STAGE, header::ATTEMPT, header::CREATED_AT] {
+                prop_assert_eq!(one(&child, name), 1, "{}", name);
+            }
+            prop_assert!(child.iter().all(|(n, _)| !n.starts_with("weir-dlq-")));
+            let tp = child.get_str(header::TRACEPARENT).unwrap_or_default();
+            prop_assert!(trace_context::trace_id(tp).is_some(), "{tp:?}");
+            // A well-formed parent context is continued, anything else starts a new trace.
+            if let Some(parent_trace) = parent.get_str(header::TRACEPARENT).and_then(trace_context::trace_id) {
+                prop_assert_eq!(trace_context::trace_id(tp), Some(parent_trace));
+            }
+            let mut origin = parent.clone();
+            let id = stamp_origin(&mut origin, &stage, parent.get_str(header::TRACEPARENT));
+            prop_assert_eq!(origin.get_str(header::MESSAGE_ID), Some(id.as_str()));
+        }
+
+        #[test]
+        fn records_show_and_decode_without_panicking(
+            pairs in headers(),
+            key in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
+            payload in prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..256),
+                any::<String>().prop_map(String::into_bytes),
+                "\\{\"[a-z_]{0,12}\": ?(null|-?[0-9]{1,22}|\"[^\"]{0,8}\"|\\[|\\{)\\}?".prop_map(String::into_bytes),
+            ],
+        ) {
+            let record = Record {
+                topic: Arc::from("in"),
+                partition: 0,
+                offset: 0,
+                key: key.map(Bytes::from),
+                headers: built(&pairs),
+                payload: Bytes::from(payload),
+                timestamp_ms: 0,
+            };
+            let _ = record.key_str();
+            let _ = record.to_json();
+            use crate::stages::skeji::model::{InboundMessage, UserMessage};
+            for decoded in [
+                crate::stages::decode::<InboundMessage>(&record).map(|_| ()),
+                crate::stages::decode::<UserMessage>(&record).map(|_| ()),
+            ] {
+                if let Err(e) = decoded {
+                    prop_assert!(matches!(e, crate::stages::StageError::Permanent(_)), "{e:?}");
+                }
+            }
+            let _ = checks().check_bytes("typed", &record.payload);
+            let _ = checks().check_bytes("schema", &record.payload);
+        }
+    }
+
+    /// A topic with a registered payload type and one with a JSON schema.
+    fn checks() -> &'static crate::stages::payload::PayloadChecks {
+        static CHECKS: std::sync::OnceLock<crate::stages::payload::PayloadChecks> = std::sync::OnceLock::new();
+        CHECKS.get_or_init(|| {
+            let yaml = "topics:\n  typed: {partitions: 1, payload_type: skeji.InboundMessage}\n  schema: {partitions: 1, schema: {type: object, required: [id], properties: {id: {type: integer}}}}\n";
+            let registry = crate::stages::Registry::builtin();
+            let topology =
+                crate::topology::Topology::parse("t.yaml", yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
+            let plan = topology.plan(None).expect("plan");
+            crate::stages::payload::PayloadChecks::build(plan.topics.values(), registry.payloads()).expect("checks")
+        })
+    }
+}

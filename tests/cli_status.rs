@@ -14,7 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_weir");
 /// Runs the binary off the runtime's threads (the node runs on them).
 async fn weir(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        // No topology file on purpose: `--admin` must be enough.
+        // No topology file on purpose: `--metrics` must be enough.
         Command::new(BIN).args(&args).env("WEIR_LOG", "warn").env("WEIR_TOPOLOGY", "/nonexistent.yaml").output()
     })
     .await
@@ -33,12 +33,12 @@ fn stage<'a>(node: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_what_the_node_processed() {
     let node = start(ROUTER_AUDIT, Options::default()).await;
-    let admin = node.admin.expect("admin port").to_string();
+    let metrics = node.metrics.expect("metrics port").to_string();
     let (good, bad) = (300u64, 17u64);
     run_router_audit(&node, good, bad).await;
 
     let args = |more: &[&str]| -> Vec<String> {
-        ["status", "--admin", admin.as_str(), "--interval", "200ms"].iter().chain(more).map(|s| s.to_string()).collect()
+        ["status", "--metrics", metrics.as_str(), "--interval", "200ms"].iter().chain(more).map(|s| s.to_string()).collect()
     };
     let out = weir(args(&["--json"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
@@ -70,7 +70,7 @@ async fn status_reports_what_the_node_processed() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        table.starts_with(&format!("node all (embedded, weir {}) at http://{admin}: healthy, ready\n", env!("CARGO_PKG_VERSION"))),
+        table.starts_with(&format!("node all (embedded, weir {}) at http://{metrics}: healthy, ready\n", env!("CARGO_PKG_VERSION"))),
         "{table}"
     );
     let row: Vec<&str> = table.lines().find(|l| l.trim_start().starts_with("router")).expect("router row").split_whitespace().collect();
@@ -78,7 +78,7 @@ async fn status_reports_what_the_node_processed() {
     println!("{table}");
 
     // One node down among several: the others are still reported, and the exit code is 1.
-    let out = weir(args(&["--admin", "127.0.0.1:1", "--json"])).await;
+    let out = weir(args(&["--metrics", "127.0.0.1:1", "--json"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     assert_eq!(report["nodes"][0]["reachable"], true);
@@ -92,7 +92,7 @@ async fn status_reports_what_the_node_processed() {
 #[test]
 fn a_node_that_does_not_answer_is_unreachable_and_exits_1() {
     let out = Command::new(BIN)
-        .args(["status", "--admin", "127.0.0.1:1", "--interval", "200ms"])
+        .args(["status", "--metrics", "127.0.0.1:1", "--interval", "200ms"])
         .env("WEIR_LOG", "warn")
         .output()
         .expect("weir runs");

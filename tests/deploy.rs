@@ -2,7 +2,10 @@
 //! and JSON file parses; compose and Kubernetes run one weir service per node of
 //! topology.yaml, with the variables the topology reads; the committed ConfigMap and
 //! KafkaTopics are what their generators produce now; alerts and the dashboard only use
-//! metrics docs/observability.md documents. No network, no Docker: files and the binary.
+//! metrics docs/observability.md documents. Management stays private: no Service and no
+//! published Compose port reaches the admin port, and the secrets (the admin token, the
+//! webhook's app secret) come from a Kubernetes Secret or Compose's env file, never from the
+//! manifests. No network, no Docker: files and the binary.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,8 +14,19 @@ use std::process::Command;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_weir");
-/// The admin port every weir container listens on (health, readiness, metrics).
-const ADMIN_PORT: u64 = 9464;
+/// The read-only port every weir container listens on (health, readiness, metrics).
+const METRICS_PORT: u64 = 9464;
+/// The management port (produce, tail, /stats): on the container's loopback, never exposed.
+const ADMIN_PORT: u64 = 9465;
+/// Variables that hold secrets: they must come from a Secret (Kubernetes) or the env file
+/// (Compose), never be written into a manifest.
+const SECRET_VARIABLES: &[&str] = &[
+    "WEIR_ADMIN_TOKEN",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+    "OPENAI_API_KEY",
+    "WHATSAPP_TOKEN",
+];
 
 fn path(rel: &str) -> PathBuf {
     Path::new(ROOT).join(rel)
@@ -146,6 +160,7 @@ const RUNTIME_VARIABLES: &[&str] = &[
     "RUST_LOG",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_SERVICE_NAME",
+    "WEIR_ADMIN_TOKEN",
 ];
 
 fn assert_known_variables(names: &BTreeSet<String>, topology: &Topology, what: &str) {
@@ -400,7 +415,8 @@ fn compose_runs_the_platform_and_one_weir_service_per_topology_node() {
         };
         expect("WEIR_TRANSPORT", "kafka");
         expect("KAFKA_BROKERS", "kafka:9092");
-        expect("WEIR_ADMIN_LISTEN", &format!("0.0.0.0:{ADMIN_PORT}"));
+        expect("WEIR_METRICS_LISTEN", &format!("0.0.0.0:{METRICS_PORT}"));
+        expect("WEIR_ADMIN_LISTEN", &format!("127.0.0.1:{ADMIN_PORT}"));
         // weir's span exporter speaks OTLP/HTTP: Jaeger's 4318, not the gRPC 4317.
         expect("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4318");
         expect("OTEL_SERVICE_NAME", &format!("weir-{node}"));
@@ -436,6 +452,69 @@ fn compose_runs_the_platform_and_one_weir_service_per_topology_node() {
     }
 }
 
+/// The container side of a Compose port entry (`"8080"`, `"9464:9464"`,
+/// `"127.0.0.1:9474:9464/tcp"`, or the long form's `target`).
+fn container_port(entry: &Value, what: &str) -> u64 {
+    let text = match entry {
+        Value::Object(m) => m.get("target").map(|t| t.to_string()).unwrap_or_default(),
+        other => str_of(other, what).to_string(),
+    };
+    let last = text.trim_matches('"').rsplit(':').next().unwrap_or("");
+    let port = last.split('/').next().unwrap_or("");
+    port.parse().unwrap_or_else(|_| panic!("{what}: cannot read the container port of {entry}"))
+}
+
+#[test]
+fn compose_publishes_no_management_port_and_takes_secrets_from_the_env_file() {
+    let compose = compose();
+    let services = map_of(&compose["services"], "services");
+    let mut published = Vec::new();
+    for (name, service) in services {
+        for entry in service.get("ports").and_then(Value::as_array).into_iter().flatten() {
+            let port = container_port(entry, name);
+            assert_ne!(port, ADMIN_PORT, "{name} publishes the management port: {entry}");
+            published.push(format!("{name}:{port}"));
+        }
+        for entry in service.get("expose").and_then(Value::as_array).into_iter().flatten() {
+            assert_ne!(container_port(entry, name), ADMIN_PORT, "{name} exposes the management port");
+        }
+    }
+    let weir = weir_services(&compose);
+    for (name, service) in &weir {
+        let ports: BTreeSet<u64> = list_of(&service["ports"], name).iter().map(|p| container_port(p, name)).collect();
+        assert!(ports.contains(&METRICS_PORT), "{name}: the metrics port is published for the host");
+        assert!(ports.iter().all(|p| *p == METRICS_PORT || *p == 8080), "{name} publishes {ports:?}");
+
+        let env = map_of(&service["environment"], name);
+        for secret in SECRET_VARIABLES {
+            assert!(!env.contains_key(*secret), "{name}: {secret} is written in the compose file; it belongs in secrets.env");
+        }
+        let env_files: Vec<&str> = list_of(&service["env_file"], name)
+            .iter()
+            .map(|f| f.get("path").map_or_else(|| str_of(f, name), |p| str_of(p, name)))
+            .collect();
+        assert!(env_files.contains(&"secrets.env"), "{name}: secrets come from secrets.env: {env_files:?}");
+    }
+    // The env file is the operator's: an example is committed, the real one is ignored.
+    let example = read("deploy/secrets.env.example");
+    let declared: BTreeSet<String> = example
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .map(|l| l.split('=').next().unwrap_or("").to_string())
+        .collect();
+    for required in ["WEIR_ADMIN_TOKEN", "WHATSAPP_APP_SECRET"] {
+        assert!(declared.contains(required), "secrets.env.example does not name {required}: {declared:?}");
+    }
+    assert!(
+        example.lines().filter(|l| !l.starts_with('#')).all(|l| l.split_once('=').is_none_or(|(_, v)| v.trim().is_empty())),
+        "the example holds no values"
+    );
+    assert_known_variables(&declared, &topology(), "secrets.env.example");
+    assert!(read("deploy/.gitignore").lines().any(|l| l.trim() == "secrets.env"), "deploy/secrets.env is not ignored");
+    println!("compose publishes {published:?}; management port {ADMIN_PORT} published by none; secrets from secrets.env");
+}
+
 #[test]
 fn prometheus_scrapes_every_weir_service_and_loads_the_alert_rules() {
     let compose = compose();
@@ -461,7 +540,7 @@ fn prometheus_scrapes_every_weir_service_and_loads_the_alert_rules() {
         .collect();
     let expected: BTreeSet<String> = weir_services(&compose)
         .keys()
-        .map(|s| format!("{s}:{ADMIN_PORT}"))
+        .map(|s| format!("{s}:{METRICS_PORT}"))
         .collect();
     assert_eq!(targets, expected);
 
@@ -699,8 +778,27 @@ fn the_configmap_holds_the_repository_topology_byte_for_byte() {
     );
 }
 
+/// The nodes that run an exactly-once stage: their pods need a stable `WEIR_INSTANCE`.
+fn exactly_once_nodes(topology: &Topology) -> BTreeSet<String> {
+    let is_exactly_once = |v: &Value| v.as_str().is_some_and(|g| g.replace('_', "-") == "exactly-once");
+    let default = is_exactly_once(&topology.yaml["defaults"]["guarantee"]);
+    let stages: BTreeSet<String> = topology.yaml["stages"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s.get("guarantee").map_or(default, is_exactly_once))
+        .map(|(name, _)| name.clone())
+        .collect();
+    topology
+        .nodes
+        .iter()
+        .filter(|(_, members)| members.iter().any(|m| stages.contains(m)))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
 #[test]
-fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_port() {
+fn workloads_run_exactly_the_topology_nodes_with_health_probes_on_the_metrics_port() {
     let topology = topology();
     let resources = kubernetes_resources();
     let configmap = of_kind(&resources, "ConfigMap");
@@ -716,9 +814,13 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
         .map(|c| (str_of(&c["metadata"]["name"], "claim"), &c["spec"]))
         .collect();
 
+    let exactly_once = exactly_once_nodes(&topology);
     let mut nodes = BTreeSet::new();
-    for deployment in of_kind(&resources, "Deployment") {
-        let name = str_of(&deployment["metadata"]["name"], "Deployment name");
+    let mut workloads = of_kind(&resources, "Deployment");
+    workloads.extend(of_kind(&resources, "StatefulSet"));
+    for deployment in workloads {
+        let kind = str_of(&deployment["kind"], "kind");
+        let name = str_of(&deployment["metadata"]["name"], "workload name");
         let pod = &deployment["spec"]["template"];
         let containers = list_of(&pod["spec"]["containers"], name);
         assert_eq!(containers.len(), 1, "{name}: one container");
@@ -739,31 +841,35 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
             "{name}: replicas"
         );
 
-        // Probes on the admin port, by name or number.
+        // Probes on the metrics port, by name or number; the management port is not declared.
         let ports = list_of(&container["ports"], name);
-        let admin_port_names: Vec<&str> = ports
+        let metrics_port_names: Vec<&str> = ports
             .iter()
-            .filter(|p| p["containerPort"].as_u64() == Some(ADMIN_PORT))
+            .filter(|p| p["containerPort"].as_u64() == Some(METRICS_PORT))
             .filter_map(|p| p["name"].as_str())
             .collect();
+        assert!(
+            ports.iter().all(|p| p["containerPort"].as_u64() != Some(ADMIN_PORT)),
+            "{name} declares the management port {ADMIN_PORT}"
+        );
         for (probe, expected_path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
         {
             let get = &container[probe]["httpGet"];
             assert_eq!(get["path"], expected_path, "{name}: {probe} path");
-            let on_admin = get["port"].as_u64() == Some(ADMIN_PORT)
+            let on_metrics = get["port"].as_u64() == Some(METRICS_PORT)
                 || get["port"]
                     .as_str()
-                    .is_some_and(|p| admin_port_names.contains(&p));
+                    .is_some_and(|p| metrics_port_names.contains(&p));
             assert!(
-                on_admin,
-                "{name}: {probe} is not on the admin port {ADMIN_PORT}"
+                on_metrics,
+                "{name}: {probe} is not on the metrics port {METRICS_PORT}"
             );
         }
         let annotations = &pod["metadata"]["annotations"];
         assert_eq!(annotations["prometheus.io/scrape"], "true", "{name}");
         assert_eq!(
             annotations["prometheus.io/port"],
-            ADMIN_PORT.to_string(),
+            METRICS_PORT.to_string(),
             "{name}"
         );
 
@@ -778,11 +884,34 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
                 .unwrap_or_else(|| panic!("{name}: no {var} value"))
         };
         assert_eq!(value("WEIR_TRANSPORT"), "kafka", "{name}");
+        assert_eq!(value("WEIR_METRICS_LISTEN"), format!("0.0.0.0:{METRICS_PORT}"), "{name}");
         assert_eq!(
             value("WEIR_ADMIN_LISTEN"),
-            format!("0.0.0.0:{ADMIN_PORT}"),
-            "{name}"
+            format!("127.0.0.1:{ADMIN_PORT}"),
+            "{name}: management on the pod's loopback only"
         );
+        // Secrets from the Secret, never written here.
+        for secret in SECRET_VARIABLES {
+            if let Some(e) = env.get(secret) {
+                assert!(e.get("value").is_none(), "{name}: {secret} is written in the manifest");
+                assert!(
+                    e["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                    "{name}: {secret} must come from a Secret (secretKeyRef)"
+                );
+            }
+        }
+        assert!(env.contains_key("WEIR_ADMIN_TOKEN"), "{name}: no admin token from the Secret");
+        if topology.ingress_nodes().contains(&node) {
+            assert!(env.contains_key("WHATSAPP_APP_SECRET"), "{name}: the webhook's app secret from the Secret");
+        }
+        // A stable instance name where exactly-once needs one: a StatefulSet's pod name.
+        let instance_from_pod_name = env
+            .get("WEIR_INSTANCE")
+            .is_some_and(|e| e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name");
+        if exactly_once.contains(&node) || node == "core" {
+            assert_eq!(kind, "StatefulSet", "{name}: node `{node}` needs a stable instance name");
+            assert!(instance_from_pod_name, "{name}: WEIR_INSTANCE must be the pod name");
+        }
         assert_eq!(value("OTEL_SERVICE_NAME"), format!("weir-{node}"), "{name}");
         let bootstrap = format!("{cluster}-kafka-bootstrap.{kafka_namespace}.svc:9092");
         assert_eq!(
@@ -839,7 +968,13 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
                 deployment["spec"]["replicas"], 1,
                 "{name}: one replica per ReadWriteOnce database"
             );
-            assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{name}");
+            // The old pod must be gone before the new one opens the database: Recreate
+            // for a Deployment; a one-replica StatefulSet replaces its pod that way anyway.
+            if kind == "Deployment" {
+                assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate", "{name}");
+            } else {
+                assert_eq!(deployment["spec"]["podManagementPolicy"], "OrderedReady", "{name}");
+            }
         } else {
             assert!(
                 data["emptyDir"].is_object(),
@@ -850,10 +985,11 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
     assert_eq!(
         nodes,
         topology.node_names(),
-        "one Deployment per node of topology.yaml"
+        "one workload per node of topology.yaml"
     );
 
-    // Services: the ingress port of the ingress nodes, and the admin port.
+    // Services: the ingress port of the ingress nodes and the metrics port; nothing
+    // reaches the management port, by number or by name.
     let services = of_kind(&resources, "Service");
     let service_ports: Vec<u64> = services
         .iter()
@@ -863,13 +999,23 @@ fn deployments_run_exactly_the_topology_nodes_with_health_probes_on_the_admin_po
                 .filter_map(|p| p["port"].as_u64())
         })
         .collect();
+    for service in &services {
+        let sname = str_of(&service["metadata"]["name"], "Service name");
+        for p in list_of(&service["spec"]["ports"], sname) {
+            for field in ["port", "targetPort"] {
+                assert_ne!(p[field].as_u64(), Some(ADMIN_PORT), "Service {sname} exposes the management port");
+                assert_ne!(p[field].as_str(), Some("admin"), "Service {sname} targets a port named admin");
+            }
+        }
+    }
+    println!("Services expose {service_ports:?}; the management port {ADMIN_PORT} by none");
     assert!(
         service_ports.contains(&8080),
         "no Service for the ingress: {service_ports:?}"
     );
     assert!(
-        service_ports.contains(&ADMIN_PORT),
-        "no Service for the admin port: {service_ports:?}"
+        service_ports.contains(&METRICS_PORT),
+        "no Service for the metrics port: {service_ports:?}"
     );
 }
 
@@ -993,6 +1139,12 @@ fn the_dockerfile_copies_files_that_exist_and_runs_weir_unprivileged() {
     let has = |prefix: &str| instructions.iter().any(|l| l.starts_with(prefix));
     assert!(has("ENTRYPOINT [\"weir\"]"));
     assert!(has("EXPOSE 8080 9464"));
+    assert!(
+        instructions.iter().filter(|l| l.starts_with("EXPOSE")).all(|l| !l.contains(&ADMIN_PORT.to_string())),
+        "the image must not expose the management port"
+    );
+    assert!(dockerfile.contains(&format!("WEIR_ADMIN_LISTEN=127.0.0.1:{ADMIN_PORT}")));
+    assert!(dockerfile.contains(&format!("WEIR_METRICS_LISTEN=0.0.0.0:{METRICS_PORT}")));
     assert!(instructions
         .iter()
         .any(|l| l.starts_with("USER ") && !l.contains("root") && !l.starts_with("USER 0")));

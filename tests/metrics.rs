@@ -12,10 +12,10 @@ use std::collections::HashMap;
 struct Scraped(Vec<prometheus_parse::Sample>, String);
 
 impl Scraped {
-    async fn fetch(admin: std::net::SocketAddr) -> Scraped {
+    async fn fetch(metrics: std::net::SocketAddr) -> Scraped {
         let text = weir::net::client()
             .expect("client")
-            .get(format!("http://{admin}/metrics"))
+            .get(format!("http://{metrics}/metrics"))
             .send()
             .await
             .expect("GET /metrics")
@@ -51,11 +51,11 @@ impl Scraped {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_every_record_and_lag_returns_to_zero() {
     let node = start(ROUTER_AUDIT, Options::default()).await;
-    let admin = node.admin.expect("admin port");
+    let metrics = node.metrics.expect("metrics port");
     let (good, bad) = (300u64, 17u64);
     run_router_audit(&node, good, bad).await;
 
-    let m = Scraped::fetch(admin).await;
+    let m = Scraped::fetch(metrics).await;
     let total = (good + bad) as f64;
     assert_eq!(m.one("weir_records_consumed_total", &[("stage", "router"), ("topic", "orders-in")]), total);
     assert_eq!(m.one("weir_records_completed_total", &[("stage", "router")]), total);
@@ -88,7 +88,7 @@ async fn metrics_count_every_record_and_lag_returns_to_zero() {
     );
 
     let ready =
-        weir::net::client().expect("client").get(format!("http://{admin}/readyz")).send().await.expect("GET /readyz");
+        weir::net::client().expect("client").get(format!("http://{metrics}/readyz")).send().await.expect("GET /readyz");
     assert_eq!(ready.status(), 200, "ready once both stages joined");
     assert_eq!(node.shutdown().await.code, 0);
 }

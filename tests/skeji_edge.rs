@@ -122,7 +122,9 @@ async fn signatures_are_required_when_an_app_secret_is_set() {
     assert_eq!(status, 401);
     let (status, _) = post(&node, "wa-signed", body.clone(), Some("sha256=zz".into())).await;
     assert_eq!(status, 401);
-    assert_eq!(published(&node, "inbound").await, 0, "a refused request published something");
+    let refused = published(&node, "inbound").await;
+    println!("signed webhook: 3 badly signed requests → 401, {refused} records published");
+    assert_eq!(refused, 0, "a refused request published something");
 
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let resp = client()
@@ -144,6 +146,52 @@ async fn signatures_are_required_when_an_app_secret_is_set() {
     assert_eq!(weir::envelope::trace_context::trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
     assert_eq!(counters("wa-signed").snapshot().unauthorized, 3);
     assert_eq!(node.shutdown().await.code, 0);
+}
+
+/// No `app_secret` on a listener others can reach: the node does not start, and the
+/// error names the config key and the variable to set. (Refused before anything binds,
+/// so the test never listens beyond loopback.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_webhook_on_a_non_loopback_listener_refuses_to_start() {
+    let yaml = ingress_yaml("wa-exposed", "").replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
+    let registry = Registry::builtin();
+    let topology = Topology::parse("test.yaml", &yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut opts = weir::runtime::NodeOptions::new(topology.plan(None).expect("plan"), Arc::new(registry));
+    opts.data_dir = dir.path().to_path_buf();
+    let error = match weir::runtime::start(opts).await {
+        Ok(node) => {
+            node.shutdown().await;
+            panic!("an unsigned webhook on 0.0.0.0 started");
+        }
+        Err(e) => e.to_string(),
+    };
+    println!("unsigned webhook on 0.0.0.0: refused: {error}");
+    assert!(error.contains("app_secret") && error.contains("WHATSAPP_APP_SECRET"), "{error}");
+    assert_eq!(counters("wa-exposed").snapshot().requests, 0);
+}
+
+/// The same through the binary with the repo's topology.yaml, as an operator would run it:
+/// `WEIR_LISTEN=0.0.0.0:…` without `WHATSAPP_APP_SECRET` exits non-zero naming both.
+#[test]
+fn weir_run_with_an_exposed_unsigned_webhook_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "-t", "topology.yaml", "--data-dir"])
+        .arg(dir.path())
+        .env("WEIR_LOG", "warn")
+        .env("WEIR_TRANSPORT", "embedded")
+        .env("WEIR_LISTEN", "0.0.0.0:0")
+        .env("WEIR_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("WEIR_METRICS_LISTEN", "127.0.0.1:0")
+        .env_remove("WHATSAPP_APP_SECRET")
+        .output()
+        .expect("weir runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("weir run exit {:?}: {}", out.status.code(), stderr.trim());
+    assert!(!out.status.success(), "weir run started with an unsigned webhook on 0.0.0.0");
+    assert!(stderr.contains("app_secret") && stderr.contains("WHATSAPP_APP_SECRET"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,8 @@ pub async fn three_stages_once(n: u64, data_dir: &str, make: impl Fn(u64) -> Out
     let t = Topology::parse("bench.yaml", THREE_STAGES, &env, &registry).expect("topology");
     let mut opts = NodeOptions::new(t.plan(None).expect("plan"), Arc::new(registry));
     opts.data_dir = std::env::temp_dir().join(data_dir);
+    // The embedded log is kept on disk there: start each run from an empty one.
+    let _ = std::fs::remove_dir_all(&opts.data_dir);
     let node = runtime::start(opts).await.expect("node");
     let transport = node.transport.clone();
     let started = Instant::now();

@@ -151,7 +151,15 @@ impl OutputProducer {
         let mut attempt = 0u32;
         let mut record = record;
         loop {
-            match self.producer.enqueue(record).await {
+            // A full partition (embedded) or local queue (Kafka) makes `enqueue` wait; the
+            // node's stop ends that wait (the record is not complete and comes again).
+            // Biased: a record that can be queued at once still is, even while stopping.
+            let queued = tokio::select! {
+                biased;
+                queued = self.producer.enqueue(record) => queued,
+                _ = until_stopped(stopping) => return Err(SendError::Stopped),
+            };
+            match queued {
                 Ok(ack) => return Ok(ack),
                 Err(EnqueueError { error, record: back }) if error.is_retriable() => {
                     super::stats::StageStats::add(&self.stats.failures.enqueue_errors, 1);
@@ -167,6 +175,11 @@ impl OutputProducer {
             }
         }
     }
+}
+
+/// Resolves once the node stops.
+async fn until_stopped(stopping: &Stopping) {
+    while !stopping.sleep_or_stop(std::time::Duration::from_secs(3600)).await {}
 }
 
 /// The key value for `field`: a payload field (dotted path) or an envelope field.

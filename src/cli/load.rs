@@ -2,6 +2,7 @@
 
 use super::CliError;
 use crate::stages::Registry;
+use crate::topology::spec::AdminToken;
 use crate::topology::Topology;
 use std::path::Path;
 
@@ -24,6 +25,31 @@ pub fn admin_url(topology: &Topology) -> Result<String, CliError> {
     Ok(format!("http://{listen}"))
 }
 
+/// The metrics base URL of a running node (`/metrics`, `/readyz`: what `weir status` reads).
+pub fn metrics_url(topology: &Topology) -> Result<String, CliError> {
+    let listen = topology.spec().metrics.listen.clone().ok_or_else(|| {
+        CliError::Usage("set `metrics.listen` in the topology, or pass `--metrics host:port`".into())
+    })?;
+    Ok(format!("http://{listen}"))
+}
+
+/// The admin token to send: `WEIR_ADMIN_TOKEN`, else the topology's `admin.token`.
+pub fn admin_token(topology: &Topology) -> Option<AdminToken> {
+    std::env::var("WEIR_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| AdminToken::new(t.trim()))
+        .or_else(|| topology.spec().admin.token.clone())
+}
+
+/// `req` with the admin token, if there is one.
+pub fn authorized(req: reqwest::RequestBuilder, token: Option<&AdminToken>) -> reqwest::RequestBuilder {
+    match token {
+        Some(t) => req.bearer_auth(t.expose()),
+        None => req,
+    }
+}
+
 /// Runs `f` with an HTTP client on a small runtime (for commands that talk to a node).
 pub fn with_http<F, Fut>(f: F) -> Result<(), CliError>
 where
@@ -41,4 +67,15 @@ where
 /// The error for a node that cannot be reached.
 pub fn unreachable(base: &str, e: reqwest::Error) -> CliError {
     CliError::Failed(format!("cannot reach the node at {base} (is `weir run` running?): {e}"))
+}
+
+/// The error for an answer other than 2xx; a 401 says where the token comes from.
+pub fn refused(status: reqwest::StatusCode, body: &str) -> CliError {
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        CliError::Failed(format!(
+            "{status}: {body}\nthe node's admin port needs its token: export WEIR_ADMIN_TOKEN (the node's admin.token)"
+        ))
+    } else {
+        CliError::Failed(format!("{status}: {body}"))
+    }
 }

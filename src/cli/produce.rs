@@ -21,6 +21,7 @@ pub struct ProduceArgs {
 pub fn produce(args: ProduceArgs, registry: &Registry) -> Result<(), CliError> {
     let topology = load::load(&args.topology.file, registry)?;
     let base = load::admin_url(&topology)?;
+    let token = load::admin_token(&topology);
     let mut body = String::new();
     std::io::stdin()
         .read_to_string(&mut body)
@@ -34,8 +35,7 @@ pub fn produce(args: ProduceArgs, registry: &Registry) -> Result<(), CliError> {
     }
     let url = format!("{base}/topics/{}/records", args.topic);
     load::with_http(|http| async move {
-        let resp = http
-            .post(&url)
+        let resp = load::authorized(http.post(&url), token.as_ref())
             .query(&query)
             .header("content-type", "application/x-ndjson")
             .body(body)
@@ -48,7 +48,7 @@ pub fn produce(args: ProduceArgs, registry: &Registry) -> Result<(), CliError> {
             println!("{text}");
             Ok(())
         } else {
-            Err(CliError::Failed(format!("{status}: {text}")))
+            Err(load::refused(status, &text))
         }
     })
 }

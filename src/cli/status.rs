@@ -1,4 +1,5 @@
-//! `weir status`: a terminal summary of running nodes, read from their admin ports.
+//! `weir status`: a terminal summary of running nodes, read from their metrics ports
+//! (`metrics.listen`: `/metrics` and `/readyz`, no token needed).
 //!
 //! Each node's `/metrics` is scraped twice, `--interval` apart: rates come from the
 //! difference, everything else from the second scrape, plus `/readyz`. The HTTP part is
@@ -37,10 +38,10 @@ const STAGE_METRICS: &[&str] = &[
 pub struct StatusArgs {
     #[command(flatten)]
     topology: TopologyArg,
-    /// A node's admin address (`host:port` or a URL); repeat it for several nodes.
-    /// Default: the topology's `admin.listen`.
-    #[arg(long = "admin", value_name = "ADDR")]
-    admin: Vec<String>,
+    /// A node's metrics address (`host:port` or a URL); repeat it for several nodes.
+    /// Default: the topology's `metrics.listen`.
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Vec<String>,
     /// Time between the two scrapes the rates are computed from.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
@@ -53,10 +54,10 @@ pub fn status(args: StatusArgs, registry: &Registry) -> Result<(), CliError> {
     if args.interval.is_zero() {
         return Err(CliError::Usage("--interval must be longer than 0".into()));
     }
-    let bases = if args.admin.is_empty() {
-        vec![load::admin_url(&load::load(&args.topology.file, registry)?)?]
+    let bases = if args.metrics.is_empty() {
+        vec![load::metrics_url(&load::load(&args.topology.file, registry)?)?]
     } else {
-        args.admin.iter().map(|a| base_url(a)).collect()
+        args.metrics.iter().map(|a| base_url(a)).collect()
     };
     let (interval, json) = (args.interval, args.json);
     load::with_http(|http| async move {
@@ -98,8 +99,8 @@ async fn observe(http: &reqwest::Client, base: &str, interval: Duration) -> Node
     }
     .await;
     match outcome {
-        Ok(status) => NodeReport { admin: base.to_string(), reachable: true, error: None, status: Some(status) },
-        Err(e) => NodeReport { admin: base.to_string(), reachable: false, error: Some(e), status: None },
+        Ok(status) => NodeReport { metrics: base.to_string(), reachable: true, error: None, status: Some(status) },
+        Err(e) => NodeReport { metrics: base.to_string(), reachable: false, error: Some(e), status: None },
     }
 }
 
@@ -311,7 +312,8 @@ pub struct Report {
 /// One node: its status, or why it could not be read.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReport {
-    pub admin: String,
+    /// The metrics base URL the node was read from.
+    pub metrics: String,
     pub reachable: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -411,10 +413,10 @@ pub fn render_table(report: &Report) -> String {
         }
         let Some(s) = n.status.as_ref().filter(|_| n.reachable) else {
             let why = n.error.as_deref().unwrap_or("no answer");
-            out.push_str(&format!("{}: unreachable: {why}\n", n.admin));
+            out.push_str(&format!("{}: unreachable: {why}\n", n.metrics));
             continue;
         };
-        out.push_str(&node_line(&n.admin, s));
+        out.push_str(&node_line(&n.metrics, s));
         out.push('\n');
         if s.stages.is_empty() {
             out.push_str("  (no stages)\n");
@@ -463,7 +465,7 @@ pub fn render_table(report: &Report) -> String {
     out
 }
 
-fn node_line(admin: &str, s: &NodeStatus) -> String {
+fn node_line(address: &str, s: &NodeStatus) -> String {
     let name = s.node.as_deref().unwrap_or("?");
     let mut what = Vec::new();
     if let Some(t) = &s.transport {
@@ -483,7 +485,7 @@ fn node_line(admin: &str, s: &NodeStatus) -> String {
         (false, Some(d)) => format!("NOT READY ({d})"),
         (false, None) => "NOT READY".to_string(),
     };
-    format!("node {name}{what} at {admin}: {health}, {ready}")
+    format!("node {name}{what} at {address}: {health}, {ready}")
 }
 
 /// `0.0123` → `12.3ms`.
@@ -685,8 +687,8 @@ weir_build_info{version="0.1.0",node="edge",transport="kafka"} 1
         let report = Report {
             interval_seconds: 2.0,
             nodes: vec![
-                NodeReport { admin: "http://a:9464".into(), reachable: true, error: None, status: Some(status) },
-                NodeReport { admin: "http://b:9464".into(), reachable: false, error: Some("connection refused".into()), status: None },
+                NodeReport { metrics: "http://a:9464".into(), reachable: true, error: None, status: Some(status) },
+                NodeReport { metrics: "http://b:9464".into(), reachable: false, error: Some("connection refused".into()), status: None },
             ],
         };
         let table = render_table(&report);

@@ -25,16 +25,21 @@ pub struct TailArgs {
 pub fn tail(args: TailArgs, registry: &Registry) -> Result<(), CliError> {
     let topology = load::load(&args.topology.file, registry)?;
     let base = load::admin_url(&topology)?;
+    let token = load::admin_token(&topology);
     let url = format!("{base}/topics/{}/records", args.topic);
     let mut query = vec![("from", args.from.clone()), ("follow", args.follow.to_string())];
     if let Some(n) = args.limit {
         query.push(("limit", n.to_string()));
     }
     load::with_http(|http| async move {
-        let resp = http.get(&url).query(&query).send().await.map_err(|e| load::unreachable(&base, e))?;
+        let resp = load::authorized(http.get(&url), token.as_ref())
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| load::unreachable(&base, e))?;
         if !resp.status().is_success() {
             let status = resp.status();
-            return Err(CliError::Failed(format!("{status}: {}", resp.text().await.unwrap_or_default())));
+            return Err(load::refused(status, &resp.text().await.unwrap_or_default()));
         }
         let mut body = resp.bytes_stream();
         let mut out = std::io::stdout().lock();

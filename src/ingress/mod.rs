@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod http_json;
+pub mod listener;
 mod publisher;
 pub mod server;
 pub mod whatsapp;

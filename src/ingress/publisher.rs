@@ -15,6 +15,8 @@ pub struct Publisher {
     key_field: Option<String>,
     source: String,
     checks: PayloadChecks,
+    /// The node's stop: a record waiting for room in a full partition stops waiting.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// One record to publish.
@@ -36,6 +38,9 @@ pub enum PublishError {
     /// The transport did not accept the records; the caller should retry.
     #[error("transport unavailable: {0}")]
     Unavailable(#[from] TransportError),
+    /// The node stopped while the records waited for room; some may have been published.
+    #[error("the node is stopping; send the request again")]
+    Stopping,
 }
 
 impl Publisher {
@@ -46,7 +51,14 @@ impl Publisher {
         source: &str,
         checks: PayloadChecks,
     ) -> Self {
-        Publisher { producer, topic: topic.to_string(), key_field, source: source.to_string(), checks }
+        Publisher { producer, topic: topic.to_string(), key_field, source: source.to_string(), checks, stop: None }
+    }
+
+    /// Stops waiting for the transport (answering [`PublishError::Stopping`]) once `stop`
+    /// turns true.
+    pub fn with_stop(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.stop = Some(stop);
+        self
     }
 
     pub fn topic(&self) -> &str {
@@ -94,7 +106,19 @@ impl Publisher {
         let mut ids = Vec::with_capacity(records.len());
         let mut pending = Vec::with_capacity(records.len());
         for (id, rec) in records {
-            pending.push(self.producer.enqueue(rec).await.map_err(|e| e.error)?);
+            let queued = match &self.stop {
+                None => self.producer.enqueue(rec).await,
+                Some(stop) => {
+                    let mut stop = stop.clone();
+                    // Biased: a record that can be queued at once still is, even while stopping.
+                    tokio::select! {
+                        biased;
+                        queued = self.producer.enqueue(rec) => queued,
+                        _ = super::listener::stopped(&mut stop) => return Err(PublishError::Stopping),
+                    }
+                }
+            };
+            pending.push(queued.map_err(|e| e.error)?);
             ids.push(id);
         }
         for p in pending {

@@ -1,6 +1,7 @@
 //! Serves the node's ingress listeners: one HTTP server per listen address, with the
 //! routes of every ingress on that address merged.
 
+use super::listener::HttpLimits;
 use super::{IngressEnv, Publisher};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::Registry;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngressError {
@@ -35,6 +37,7 @@ pub struct BoundIngress {
 
 /// Builds and binds every listener first, so that a port in use fails the node's start
 /// instead of surfacing later.
+#[allow(clippy::too_many_arguments)] // what the node shares with its listeners, one each
 pub async fn bind_all(
     plans: &[IngressPlan],
     registry: &Registry,
@@ -43,13 +46,15 @@ pub async fn bind_all(
     data_dir: &Path,
     config_dir: &Path,
     stats: Arc<NodeStats>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Vec<BoundIngress>, IngressError> {
     let mut by_addr: BTreeMap<String, (Vec<String>, axum::Router)> = BTreeMap::new();
     for plan in plans {
         let factory = registry
             .ingress_factory(&plan.kind)
             .ok_or_else(|| IngressError::UnknownKind(plan.name.clone(), plan.kind.clone()))?;
-        let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone());
+        let publisher = Publisher::new(producer.clone(), &plan.topic, plan.key.clone(), &plan.name, checks.clone())
+            .with_stop(stop.clone());
         let env = IngressEnv {
             plan: plan.clone(),
             publisher,
@@ -105,11 +110,11 @@ async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Respons
 }
 
 impl BoundIngress {
-    /// Serves until `shutdown` resolves; in-flight requests finish first.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// Serves until `stop` turns true, within the listener limits (header and body
+    /// timeouts, concurrent requests); requests in flight then get a bounded grace.
+    pub async fn serve(self, limits: HttpLimits, stop: watch::Receiver<bool>) {
         tracing::info!(addr = %self.addr, ingress = ?self.names, "ingress listening");
-        if let Err(e) = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(addr = %self.addr, error = %e, "ingress server failed");
-        }
+        let what = format!("ingress {}", self.names.join(","));
+        super::listener::serve(self.listener, self.router, limits, &what, stop).await;
     }
 }

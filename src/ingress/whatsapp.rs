@@ -3,7 +3,10 @@
 //! - `GET <path>?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` answers the challenge
 //!   as plain text when the token matches (403 when not, 400 when parameters are missing).
 //! - `POST <path>`: a webhook notification. With `app_secret` set, `X-Hub-Signature-256`
-//!   must be the HMAC-SHA256 of the raw body (401 otherwise, nothing published). Every text
+//!   must be the HMAC-SHA256 of the raw body (401 otherwise, nothing published). Unsigned
+//!   requests are accepted only on a loopback listener (local development): a listener
+//!   others can reach without an `app_secret` is a startup error, since anyone reaching it
+//!   could post messages in any user's name. Every text
 //!   message in `entry[].changes[].value.messages[]` becomes an [`InboundMessage`] keyed by
 //!   the plan's `key` (`from`); other message types and `statuses[]` are acknowledged and
 //!   counted but not published. The answer, `{"received", "published", "ignored"}`, comes
@@ -42,15 +45,59 @@ pub fn register(r: &mut Registry) {
 
 pub struct WhatsApp;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsAppConfig {
     /// The token configured in the Meta app for the verification handshake.
     #[serde(default, deserialize_with = "opt_text")]
     pub verify_token: Option<String>,
-    /// The app secret; when set, every POST must be signed with it.
+    /// The app secret; when set, every POST must be signed with it. Required unless the
+    /// listener is on a loopback address.
     #[serde(default, deserialize_with = "opt_text")]
     pub app_secret: Option<String>,
+}
+
+/// The environment variable `topology.yaml` (and deploy/) maps `app_secret` from.
+pub const APP_SECRET_VAR: &str = "WHATSAPP_APP_SECRET";
+
+/// Shows whether the secrets are set, never their values.
+impl std::fmt::Debug for WhatsAppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |s: &Option<String>| if s.is_some() { "<redacted>" } else { "<unset>" };
+        f.debug_struct("WhatsAppConfig")
+            .field("verify_token", &shown(&self.verify_token))
+            .field("app_secret", &shown(&self.app_secret))
+            .finish()
+    }
+}
+
+/// Whether `listen` (`host:port`) only accepts connections from this machine. Anything
+/// that is not plainly loopback (`0.0.0.0`, a host name other than `localhost`, text that
+/// does not parse) counts as reachable by others.
+pub(crate) fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    match listen.rsplit_once(':') {
+        Some((host, _port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// Refuses an unsigned webhook on a listener others can reach.
+fn check_signing(c: &WhatsAppConfig, listen: &str) -> Result<(), String> {
+    if c.app_secret.is_some() || is_loopback_listen(listen) {
+        return Ok(());
+    }
+    Err(format!(
+        "listens on `{listen}`, which is not a loopback address, and has no `app_secret`: anyone who reaches it \
+         could post messages in any user's name. Set `config.app_secret` to the Meta app secret (topology.yaml \
+         reads it from `{APP_SECRET_VAR}`: set {APP_SECRET_VAR}), or listen on 127.0.0.1 for local development"
+    ))
 }
 
 /// A config value written as text or as a number (`${VAR}` substitution happens before
@@ -143,9 +190,11 @@ impl IngressKind for WhatsApp {
         let build_error =
             |reason: String| BuildError { stage: env.plan.name.clone(), kind: env.plan.kind.clone(), reason };
         Self::check(&c).map_err(build_error)?;
+        check_signing(&c, &env.plan.listen).map_err(build_error)?;
         let path = env.path_or("/webhooks/whatsapp");
         if c.app_secret.is_none() {
-            tracing::warn!(ingress = %env.plan.name, "no app_secret: webhook signatures are not checked");
+            tracing::warn!(ingress = %env.plan.name, listen = %env.plan.listen,
+                "no app_secret: webhook signatures are not checked (accepted on a loopback listener only)");
         }
         let state = AppState {
             name: Arc::from(env.plan.name.as_str()),
@@ -367,5 +416,123 @@ mod tests {
         assert_eq!(check_signature(&key, Some(&format!("sha256={hex}")), b"other"), Err("mismatch"));
         assert_eq!(check_signature(&key, None, b"body"), Err("missing"));
         assert_eq!(check_signature(&key, Some("sha256=zz"), b"body"), Err("not hex"));
+    }
+
+    #[test]
+    fn only_loopback_listeners_count_as_local() {
+        for local in ["127.0.0.1:8080", "127.1.2.3:0", "[::1]:8080", "localhost:8080", "LOCALHOST:1"] {
+            assert!(is_loopback_listen(local), "{local}");
+        }
+        for reachable in ["0.0.0.0:8080", "[::]:8080", "10.0.0.5:8080", "edge.internal:8080", "8080", ""] {
+            assert!(!is_loopback_listen(reachable), "{reachable}");
+        }
+    }
+
+    #[test]
+    fn an_unsigned_webhook_is_refused_on_a_reachable_listener() {
+        let unsigned = WhatsAppConfig { verify_token: Some("t".into()), app_secret: None };
+        let why = check_signing(&unsigned, "0.0.0.0:8080").unwrap_err();
+        assert!(why.contains("`app_secret`") && why.contains("WHATSAPP_APP_SECRET") && why.contains("0.0.0.0:8080"), "{why}");
+        assert_eq!(check_signing(&unsigned, "127.0.0.1:8080"), Ok(()));
+        let signed = WhatsAppConfig { verify_token: Some("t".into()), app_secret: Some("s".into()) };
+        assert_eq!(check_signing(&signed, "0.0.0.0:8080"), Ok(()));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_secrets() {
+        let c = WhatsAppConfig { verify_token: Some("tok-visible?".into()), app_secret: Some("hunter2".into()) };
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("tok-visible?"), "{shown}");
+        assert!(shown.contains("app_secret: \"<redacted>\""), "{shown}");
+    }
+}
+
+/// Hostile input (issue 9): any webhook body is a 400 or a parse, never a panic, and what
+/// is parsed always encodes as the `InboundMessage` the ingress topic declares (so a
+/// crafted body cannot make the publisher fail either).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// JSON values of any shape, a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::String),
+            Just(Value::String("text".into())),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("type".to_string()),
+                        Just("from".to_string()),
+                        Just("id".to_string()),
+                        Just("text".to_string()),
+                        Just("body".to_string()),
+                        Just("timestamp".to_string()),
+                        any::<String>(),
+                    ],
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A notification whose messages, contacts and metadata are anything at all.
+    fn notification() -> impl Strategy<Value = Value> {
+        (json(), json(), proptest::collection::vec(json(), 0..4), json(), any::<bool>()).prop_map(
+            |(metadata, contacts, messages, statuses, text_message)| {
+                let mut messages = messages;
+                if text_message {
+                    messages.push(serde_json::json!({"type": "text", "from": metadata.clone(), "id": contacts.clone(),
+                        "timestamp": statuses.clone(), "text": {"body": "hi"}}));
+                }
+                serde_json::json!({"entry": [{"changes": [{"value": {
+                    "metadata": metadata, "contacts": contacts, "messages": messages, "statuses": statuses}}]}]})
+            },
+        )
+    }
+
+    fn assert_handled(body: &[u8]) -> Result<(), TestCaseError> {
+        match parse_notification(body) {
+            Ok(parsed) => {
+                for m in &parsed.messages {
+                    let bytes = serde_json::to_vec(m).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert!(serde_json::from_slice::<InboundMessage>(&bytes).is_ok());
+                }
+            }
+            Err(e) => prop_assert!(e.status.is_client_error(), "{}", e.status),
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_are_a_4xx_or_a_parse(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            assert_handled(&body)?;
+        }
+
+        #[test]
+        fn arbitrary_notifications_never_panic(n in notification()) {
+            assert_handled(n.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn arbitrary_signature_headers_are_refused_not_panicked(header in any::<String>(), body in any::<Vec<u8>>()) {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s");
+            prop_assert!(check_signature(&key, Some(&header), &body).is_err());
+            let with_prefix = format!("sha256={header}");
+            prop_assert!(check_signature(&key, Some(&with_prefix), &body).is_err());
+        }
     }
 }

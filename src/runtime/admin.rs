@@ -1,46 +1,48 @@
-//! The node's admin port (`admin.listen`): health and readiness, counters, and the
-//! produce/tail endpoints that `weir produce` and `weir tail` use to reach a running
-//! node's embedded transport from another process.
+//! The node's management port (`admin.listen`): the produce/tail endpoints `weir produce`
+//! and `weir tail` use to reach a running node's transport from another process, and
+//! per-stage counters. Writing a record here can make the pipeline act (send a message,
+//! cancel a booking) and tailing reads user data, so every request must carry
+//! `Authorization: Bearer <admin.token>`; without a token configured the port is only
+//! allowed on a loopback address (the runtime refuses anything else at start).
 //!
-//! - `GET  /healthz` — 200 while the supervisor is healthy, else 503.
-//! - `GET  /readyz`  — 200 once every stage's consumer joined its group and the transport
-//!   answers; else 503 with what is missing.
-//! - `GET  /metrics` — Prometheus text (docs/observability.md).
 //! - `GET  /stats`   — per-stage counters as JSON.
 //! - `POST /topics/{topic}/records?key=K|key_field=F` — JSON object, array or NDJSON body.
-//! - `GET  /topics/{topic}/records?from=earliest|latest&limit=N&follow=true` — NDJSON.
+//! - `GET  /topics/{topic}/records?from=earliest|latest&limit=N&follow=true` — NDJSON; a
+//!   follow ends when the client goes or the node stops; at most [`MAX_TAILS`] at once.
 
 use crate::actors::stats::{NodeStats, StageStats};
-use crate::actors::supervisor::Health;
 use crate::envelope::TopicPartition;
 use crate::ingress::http::{is_ndjson, read_body, traceparent, ApiError};
 use crate::ingress::http_json::parse_records;
+use crate::ingress::listener::{stopped, HttpLimits};
 use crate::ingress::{Publish, Publisher};
 use crate::stages::payload::PayloadChecks;
-use crate::telemetry::metrics::BuildInfo;
+use crate::topology::spec::AdminToken;
 use crate::transport::{StartFrom, Transport};
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::{watch, Semaphore};
 
 const MAX_PRODUCE_BODY: usize = 16 * 1024 * 1024;
-const READY_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Tails served at once; each holds one reader per partition.
+pub const MAX_TAILS: usize = 16;
 
 #[derive(Clone)]
 struct AdminState {
     transport: Arc<dyn Transport>,
     checks: PayloadChecks,
     stats: Arc<NodeStats>,
-    health: Arc<Health>,
-    info: BuildInfo,
-    /// A topic of the node's, to ask the transport about (readiness).
-    probe_topic: Option<String>,
+    tails: Arc<Semaphore>,
+    /// Ends open tails when the node stops.
+    stop: watch::Receiver<bool>,
 }
 
 pub struct BoundAdmin {
@@ -49,79 +51,78 @@ pub struct BoundAdmin {
     router: axum::Router,
 }
 
+/// Binds the management port. `stop` ends open tails when it turns true.
 pub async fn bind(
     addr: &str,
+    token: Option<AdminToken>,
     transport: Arc<dyn Transport>,
     checks: PayloadChecks,
     stats: Arc<NodeStats>,
-    health: Arc<Health>,
-    info: BuildInfo,
-    probe_topic: Option<String>,
+    stop: watch::Receiver<bool>,
 ) -> Result<BoundAdmin, std::io::Error> {
-    let state = AdminState { transport, checks, stats, health, info, probe_topic };
+    let state = AdminState { transport, checks, stats, tails: Arc::new(Semaphore::new(MAX_TAILS)), stop };
     let router = axum::Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/stats", get(stats_json))
         .route("/topics/{topic}/records", get(tail).post(produce))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(token.map(TokenCheck::new).map(Arc::new), require_token));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     Ok(BoundAdmin { addr, listener, router })
 }
 
 impl BoundAdmin {
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub async fn serve(self, limits: HttpLimits, stop: watch::Receiver<bool>) {
         tracing::info!(addr = %self.addr, "admin port listening");
-        if let Err(e) = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await {
-            tracing::error!(addr = %self.addr, error = %e, "admin server failed");
+        crate::ingress::listener::serve(self.listener, self.router, limits, "admin", stop).await;
+    }
+}
+
+/// Compares a presented token with the configured one in constant time whatever their
+/// lengths: both are HMAC'd under a per-process random key and the tags are compared by
+/// `ring::hmac::verify`.
+pub struct TokenCheck {
+    key: ring::hmac::Key,
+    expected: ring::hmac::Tag,
+}
+
+impl TokenCheck {
+    pub fn new(token: AdminToken) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        // A fixed key would do too (the tag is never shown); a random one costs nothing.
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"weir-admin-token"));
+        let expected = ring::hmac::sign(&key, token.expose().as_bytes());
+        TokenCheck { key, expected }
+    }
+
+    pub fn matches(&self, presented: &str) -> bool {
+        ring::hmac::verify(&self.key, presented.as_bytes(), self.expected.as_ref()).is_ok()
+    }
+}
+
+/// 401 with a JSON error, before anything else runs, unless the request carries the token.
+async fn require_token(State(check): State<Option<Arc<TokenCheck>>>, req: Request, next: Next) -> Response {
+    if let Some(check) = &check {
+        let presented = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let refused = match presented {
+            None => Some("missing `Authorization: Bearer <token>` (the node's admin.token; the CLI sends WEIR_ADMIN_TOKEN)"),
+            Some(p) if !check.matches(p) => Some("wrong admin token"),
+            Some(_) => None,
+        };
+        if let Some(why) = refused {
+            tracing::warn!(method = %req.method(), path = %req.uri().path(), "admin request refused: {why}");
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            return resp;
         }
     }
-}
-
-async fn healthz(State(s): State<AdminState>) -> Response {
-    if s.health.is_healthy() {
-        Json(serde_json::json!({"status": "ok"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "unhealthy"}))).into_response()
-    }
-}
-
-/// Ready = every stage's consumer joined its group (its partitions, possibly none when a
-/// group has more members than partitions, are assigned) and the transport answers.
-async fn readyz(State(s): State<AdminState>) -> Response {
-    let waiting: Vec<String> = s
-        .stats
-        .stages
-        .iter()
-        .filter(|e| !e.value().joined.load(std::sync::atomic::Ordering::Relaxed))
-        .map(|e| e.key().clone())
-        .collect();
-    let transport = match &s.probe_topic {
-        Some(topic) => match tokio::time::timeout(READY_PROBE, s.transport.partition_count(topic)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {READY_PROBE:?}")),
-        },
-        None => Ok(()),
-    };
-    let partitions: serde_json::Map<String, serde_json::Value> =
-        s.stats.stages.iter().map(|e| (e.key().clone(), serde_json::json!(e.value().partitions.len()))).collect();
-    let ready = waiting.is_empty() && transport.is_ok() && s.health.is_healthy();
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "stages_not_joined": waiting,
-        "transport": match &transport { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
-        "partitions": partitions,
-    });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(s): State<AdminState>) -> Response {
-    let text = crate::telemetry::metrics::render(&s.stats, s.health.is_healthy(), &s.info, s.transport.as_ref()).await;
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    next.run(req).await
 }
 
 async fn stats_json(State(s): State<AdminState>) -> Json<serde_json::Value> {
@@ -169,7 +170,8 @@ async fn produce(
     let trace = traceparent(req.headers());
     let body = read_body(req.into_body(), MAX_PRODUCE_BODY).await?;
     let values = parse_records(&body, ndjson)?;
-    let publisher = Publisher::new(s.transport.producer(), &topic, q.key_field, "weir-produce", s.checks.clone());
+    let publisher = Publisher::new(s.transport.producer(), &topic, q.key_field, "weir-produce", s.checks.clone())
+        .with_stop(s.stop.clone());
     let items = values
         .into_iter()
         .map(|payload| Publish { payload, key: q.key.clone(), traceparent: trace.clone(), ..Publish::default() })
@@ -200,7 +202,13 @@ async fn tail(
             return Err(ApiError::bad_request(format!("`from` must be `earliest` or `latest`, not `{other}`")))
         }
     };
+    let permit = s.tails.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{MAX_TAILS} tails are open already; retry later"))
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+    // The readers live as long as the response body: dropping the set (client gone, node
+    // stopping, limit reached) aborts them, even while they wait for a record.
+    let mut readers = tokio::task::JoinSet::new();
     for p in 0..partitions {
         let tp = TopicPartition::new(&topic, p);
         let not_found = |e: crate::transport::TransportError| ApiError::new(StatusCode::NOT_FOUND, e.to_string());
@@ -210,7 +218,7 @@ async fn tail(
         }
         let mut reader = s.transport.reader(&tp, from).await.map_err(not_found)?;
         let (tx, follow) = (tx.clone(), q.follow);
-        tokio::spawn(async move {
+        readers.spawn(async move {
             while let Ok(record) = reader.next().await {
                 let last = record.offset + 1 >= high;
                 if tx.send(format!("{}\n", record.to_json())).await.is_err() || (!follow && last) {
@@ -221,11 +229,26 @@ async fn tail(
     }
     drop(tx);
     let limit = q.limit.unwrap_or(u64::MAX);
-    let stream = futures::stream::unfold((rx, 0u64), move |(mut rx, n)| async move {
-        if n >= limit {
+    let open = TailStream { rx, sent: 0, _readers: readers, _permit: permit, stop: s.stop.clone() };
+    let stream = futures::stream::unfold(open, move |mut t| async move {
+        if t.sent >= limit {
             return None;
         }
-        rx.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(line), (rx, n + 1)))
+        let line = tokio::select! {
+            line = t.rx.recv() => line?,
+            _ = stopped(&mut t.stop) => return None,
+        };
+        t.sent += 1;
+        Some((Ok::<_, std::convert::Infallible>(line), t))
     });
     Ok(([("content-type", "application/x-ndjson")], Body::from_stream(stream)).into_response())
+}
+
+/// What an open tail holds; all of it goes with the response body.
+struct TailStream {
+    rx: tokio::sync::mpsc::Receiver<String>,
+    sent: u64,
+    _readers: tokio::task::JoinSet<()>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    stop: watch::Receiver<bool>,
 }

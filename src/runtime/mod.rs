@@ -1,14 +1,17 @@
-//! Runs one node: the plan's stages under a supervisor, its ingress listeners and its
-//! admin port, on an actix system of its own thread, until it is asked to stop or its
-//! supervisor gives up. The CLI and the tests start nodes the same way.
+//! Runs one node: the plan's stages under a supervisor, its ingress listeners, its
+//! metrics port and its admin port, on an actix system of its own thread, until it is
+//! asked to stop or its supervisor gives up. The CLI and the tests start nodes the same way.
 
 pub mod admin;
+mod drain;
+pub mod metrics;
 
-use crate::actors::stats::NodeStats;
+use crate::actors::stats::{NodeStats, StageStats};
 use crate::telemetry::metrics::BuildInfo;
 use crate::actors::supervisor::{
     Health, NodeExit, NodeSupervisor, RestartBackoff, RestartBudget, Shutdown, SupervisorConfig,
 };
+use crate::ingress::listener::HttpLimits;
 use crate::ingress::server::{bind_all, IngressError};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::Registry;
@@ -40,10 +43,14 @@ pub struct NodeOptions {
     /// This process's stable identity for transactions (`WEIR_INSTANCE`); default
     /// `<hostname>-<pid>`, unique but not stable across restarts.
     pub instance: String,
+    /// Timeouts and bounds of every listener (ingress, metrics, admin); from the
+    /// topology's `http:`, defaults for the rest.
+    pub http_limits: HttpLimits,
 }
 
 impl NodeOptions {
     pub fn new(plan: Plan, registry: Arc<Registry>) -> Self {
+        let http_limits = HttpLimits::default().with_plan(&plan.http);
         NodeOptions {
             plan,
             registry,
@@ -55,6 +62,7 @@ impl NodeOptions {
             shutdown_timeout: Duration::from_secs(30),
             worker_threads: None,
             instance: default_instance(),
+            http_limits,
         }
     }
 }
@@ -69,6 +77,14 @@ pub enum RuntimeError {
     Payload(String),
     #[error("admin port {addr}: {source}")]
     Admin { addr: String, source: std::io::Error },
+    #[error(
+        "admin port {addr} is not a loopback address and no admin.token is set: anyone who reaches it could \
+         write to and read every topic. Set `admin.token` (in topology.yaml: `token: ${{WEIR_ADMIN_TOKEN:-}}`, \
+         so export WEIR_ADMIN_TOKEN) or listen on 127.0.0.1"
+    )]
+    AdminWithoutToken { addr: String },
+    #[error("metrics port {addr}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
     #[error("data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot start the node's runtime: {0}")]
@@ -94,6 +110,21 @@ pub fn connect(plan: &Plan) -> Result<Arc<dyn Transport>, RuntimeError> {
     }
 }
 
+/// The transport a plan asks for, with the embedded log kept under `data_dir` unless the
+/// topology says `embedded: {durable: false}`.
+pub fn connect_in(plan: &Plan, data_dir: &std::path::Path) -> Result<Arc<dyn Transport>, RuntimeError> {
+    if plan.transport != TransportKind::Embedded || !plan.embedded_durable {
+        return connect(plan);
+    }
+    let options = crate::transport::embedded::DurableOptions {
+        sync_interval: plan.embedded_sync_interval,
+        ..Default::default()
+    };
+    EmbeddedTransport::open(data_dir, plan.embedded_capacity, options)
+        .map(|t| Arc::new(t) as Arc<dyn Transport>)
+        .map_err(|e| RuntimeError::DataDir { path: e.path, source: e.source })
+}
+
 /// A running node.
 pub struct NodeHandle {
     stop: Option<oneshot::Sender<()>>,
@@ -104,7 +135,10 @@ pub struct NodeHandle {
     pub health: Arc<Health>,
     /// Where each ingress listener is bound (the port, if `:0` was asked).
     pub ingress: Vec<(Vec<String>, SocketAddr)>,
+    /// The management port (produce, tail, `/stats`), if the plan has one.
     pub admin: Option<SocketAddr>,
+    /// The read-only port (`/metrics`, `/healthz`, `/readyz`), if the plan has one.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl NodeHandle {
@@ -144,13 +178,14 @@ impl NodeHandle {
 struct Started {
     ingress: Vec<(Vec<String>, SocketAddr)>,
     admin: Option<SocketAddr>,
+    metrics: Option<SocketAddr>,
 }
 
 /// Starts a node and returns once its listeners are bound and its supervisor started.
 pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
     let transport = match &opts.transport {
         Some(t) => t.clone(),
-        None => connect(&opts.plan)?,
+        None => connect_in(&opts.plan, &opts.data_dir)?,
     };
     crate::telemetry::spans::set_messaging_system(transport.kind());
     std::fs::create_dir_all(&opts.data_dir)
@@ -184,6 +219,7 @@ pub async fn start(opts: NodeOptions) -> Result<NodeHandle, RuntimeError> {
             health,
             ingress: started.ingress,
             admin: started.admin,
+            metrics: started.metrics,
         }),
         Ok(Err(e)) => {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -203,29 +239,31 @@ async fn run_node(
     exit: oneshot::Sender<NodeExit>,
 ) {
     let prepared = prepare(&opts, &transport, &stats, &health).await;
-    let (ingress, admin, checks) = match prepared {
+    let Prepared { ingress, admin, metrics, checks, http_stop_tx, http_stop } = match prepared {
         Ok(p) => p,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let (http_stop_tx, http_stop) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let mut started = Started { ingress: Vec::new(), admin: None };
+    let limits = opts.http_limits;
+    let mut started = Started { ingress: Vec::new(), admin: None, metrics: None };
     let mut servers = Vec::new();
     for bound in ingress {
         started.ingress.push((bound.names.clone(), bound.addr));
-        servers.push(tokio::spawn(bound.serve(stopped(http_stop.clone()))));
+        servers.push(tokio::spawn(bound.serve(limits, http_stop.clone())));
     }
-    let mut admin_server = None;
+    let mut own_servers = Vec::new();
+    if let Some(m) = metrics {
+        started.metrics = Some(m.addr);
+        own_servers.push(tokio::spawn(m.serve(limits, http_stop.clone())));
+    }
     if let Some(a) = admin {
         started.admin = Some(a.addr);
-        admin_server = Some(tokio::spawn(a.serve(stopped(http_stop.clone()))));
+        own_servers.push(tokio::spawn(a.serve(limits, http_stop.clone())));
     }
 
+    let stats_at_stop = stats.clone();
     let (gave_up_tx, gave_up) = oneshot::channel();
     let supervisor = NodeSupervisor::new(SupervisorConfig {
         node: opts.plan.node.clone(),
@@ -254,15 +292,25 @@ async fn run_node(
             for s in servers.drain(..) {
                 let _ = s.await;
             }
-            match supervisor.send(Shutdown { timeout: opts.shutdown_timeout }).await {
-                Ok(exit) => exit,
-                Err(_) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
+            // Embedded: let the pipeline consume what the ingress accepted (bounded).
+            drain::until_consumed(&opts.plan, &transport).await;
+            // Every wait of the shutdown has its own bound; this one is the last line of
+            // defence should one of them not hold: the drain and the producer flush each get
+            // `shutdown_timeout`, plus a margin.
+            let hard = opts.shutdown_timeout.saturating_mul(2) + HARD_SHUTDOWN_MARGIN;
+            match tokio::time::timeout(hard, supervisor.send(Shutdown { timeout: opts.shutdown_timeout })).await {
+                Ok(Ok(exit)) => exit,
+                Ok(Err(_)) => NodeExit { code: 1, reason: "supervisor stopped during shutdown".into() },
+                Err(_) => {
+                    log_unfinished(&stats_at_stop);
+                    NodeExit { code: 1, reason: format!("shutdown did not finish within {hard:?}") }
+                }
             }
         }
         gave_up = gave_up => gave_up.unwrap_or(NodeExit { code: 1, reason: "supervisor stopped".into() }),
     };
     let _ = http_stop_tx.send(true);
-    for s in servers.into_iter().chain(admin_server) {
+    for s in servers.into_iter().chain(own_servers) {
         let _ = s.await;
     }
     tracing::info!(code = result.code, reason = %result.reason, "node stopped");
@@ -270,7 +318,32 @@ async fn run_node(
     actix_rt::System::current().stop();
 }
 
-type Prepared = (Vec<crate::ingress::server::BoundIngress>, Option<admin::BoundAdmin>, PayloadChecks);
+/// Beyond the bounded drain and flush, how long a shutdown may still take before the node
+/// gives up on it.
+const HARD_SHUTDOWN_MARGIN: Duration = Duration::from_secs(5);
+
+/// What was still running when the shutdown gave up, per stage.
+fn log_unfinished(stats: &NodeStats) {
+    for e in stats.stages.iter() {
+        let st = e.value();
+        let consumed = StageStats::get(&st.consumed);
+        let completed =
+            StageStats::get(&st.completed) + StageStats::get(&st.dead_lettered) + StageStats::get(&st.dropped);
+        if consumed > completed {
+            tracing::error!(stage = %e.key(), consumed, completed, "stage still had records in flight when the shutdown gave up");
+        }
+    }
+}
+
+struct Prepared {
+    ingress: Vec<crate::ingress::server::BoundIngress>,
+    admin: Option<admin::BoundAdmin>,
+    metrics: Option<metrics::BoundMetrics>,
+    checks: PayloadChecks,
+    /// Turns true when the node stops: listeners stop, open tails and slow bodies end.
+    http_stop_tx: watch::Sender<bool>,
+    http_stop: watch::Receiver<bool>,
+}
 
 async fn prepare(
     opts: &NodeOptions,
@@ -278,10 +351,14 @@ async fn prepare(
     stats: &Arc<NodeStats>,
     health: &Arc<Health>,
 ) -> Result<Prepared, RuntimeError> {
+    if let Some(addr) = &opts.plan.admin_listen {
+        check_admin_exposure(addr, opts.plan.admin_token.is_some()).await?;
+    }
     let topics: Vec<_> = opts.plan.topics.values().cloned().collect();
     transport.ensure_topics(&topics).await?;
     let checks =
         PayloadChecks::build(opts.plan.topics.values(), opts.registry.payloads()).map_err(RuntimeError::Payload)?;
+    let (http_stop_tx, http_stop) = watch::channel(false);
     let ingress = bind_all(
         &opts.plan.ingress,
         &opts.registry,
@@ -290,14 +367,14 @@ async fn prepare(
         &opts.data_dir,
         &opts.config_dir,
         stats.clone(),
+        http_stop.clone(),
     )
     .await?;
-    let admin = match &opts.plan.admin_listen {
+    let metrics = match &opts.plan.metrics_listen {
         Some(addr) => Some(
-            admin::bind(
+            metrics::bind(
                 addr,
                 transport.clone(),
-                checks.clone(),
                 stats.clone(),
                 health.clone(),
                 BuildInfo {
@@ -306,10 +383,45 @@ async fn prepare(
                 },
                 opts.plan.topics.keys().next().cloned(),
             )
-                .await
-                .map_err(|source| RuntimeError::Admin { addr: addr.clone(), source })?,
+            .await
+            .map_err(|source| RuntimeError::Metrics { addr: addr.clone(), source })?,
         ),
         None => None,
     };
-    Ok((ingress, admin, checks))
+    let admin = match &opts.plan.admin_listen {
+        Some(addr) => Some(
+            admin::bind(
+                addr,
+                opts.plan.admin_token.clone(),
+                transport.clone(),
+                checks.clone(),
+                stats.clone(),
+                http_stop.clone(),
+            )
+            .await
+            .map_err(|source| RuntimeError::Admin { addr: addr.clone(), source })?,
+        ),
+        None => None,
+    };
+    Ok(Prepared { ingress, admin, metrics, checks, http_stop_tx, http_stop })
+}
+
+/// Management without a token is allowed on loopback only (with a warning): there, only
+/// this host's users reach it. Anywhere else the node refuses to start.
+async fn check_admin_exposure(addr: &str, has_token: bool) -> Result<(), RuntimeError> {
+    if has_token {
+        return Ok(());
+    }
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|source| RuntimeError::Admin { addr: addr.to_string(), source })?
+        .collect();
+    if resolved.is_empty() || !resolved.iter().all(|a| a.ip().is_loopback()) {
+        return Err(RuntimeError::AdminWithoutToken { addr: addr.to_string() });
+    }
+    tracing::warn!(
+        addr,
+        "admin port has no token: any local user can write to and read every topic; set admin.token (WEIR_ADMIN_TOKEN)"
+    );
+    Ok(())
 }

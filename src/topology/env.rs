@@ -214,3 +214,57 @@ mod tests {
         assert!(d[0].message.contains("nested"), "{}", d[0].message);
     }
 }
+
+/// Hostile input (issue 9): `${VAR}` substitution over any text and any variable values
+/// returns the text or diagnostics, never a panic, and never changes the line count.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text rich in the characters substitution looks at, mixed with anything.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("$".to_string()),
+            Just("${".to_string()),
+            Just("$${".to_string()),
+            Just("}".to_string()),
+            Just(":-".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just("#".to_string()),
+            Just("SET".to_string()),
+            Just("MULTI".to_string()),
+            "[A-Za-z_0-9:-]{1,6}",
+            "\\PC{1,3}",
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn substitution_never_panics(input in text(), value in any::<String>()) {
+            let env = |name: &str| match name {
+                "SET" => Some(value.clone()),
+                "MULTI" => Some("a\nb".to_string()),
+                _ => None,
+            };
+            match substitute("t.yaml", &input, &env) {
+                Ok(out) => prop_assert_eq!(out.matches('\n').count(), input.matches('\n').count()),
+                Err(d) => {
+                    let lines = u32::try_from(input.split_inclusive('\n').count()).unwrap_or(u32::MAX);
+                    prop_assert!(d.0.iter().all(|d| d.line >= 1 && d.line <= lines.max(1) && d.column >= 1));
+                }
+            }
+        }
+
+        #[test]
+        fn text_without_a_dollar_is_unchanged(input in any::<String>()) {
+            let input = input.replace('$', "");
+            prop_assert_eq!(substitute("t.yaml", &input, &|_| None).ok(), Some(input));
+        }
+    }
+}

@@ -22,8 +22,19 @@ pub struct Plan {
     pub node: Option<String>,
     pub transport: TransportKind,
     pub embedded_capacity: u64,
+    /// Keep the embedded log on disk (under the node's data dir).
+    pub embedded_durable: bool,
+    /// How often the durable embedded log is fsynced.
+    pub embedded_sync_interval: Duration,
     pub kafka: super::spec::KafkaSpec,
+    /// The management port (produce, tail, `/stats`), if any.
     pub admin_listen: Option<String>,
+    /// The bearer token the management port requires (redacted in `Debug`).
+    pub admin_token: Option<super::spec::AdminToken>,
+    /// The read-only port (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub metrics_listen: Option<String>,
+    /// The listeners' bounds the topology sets (`http:`); unset ones keep their defaults.
+    pub http: HttpPlan,
     pub tracing: super::spec::TracingSpec,
     /// Every declared topic (a node may produce to topics it does not consume).
     pub topics: BTreeMap<String, TopicPlan>,
@@ -31,6 +42,15 @@ pub struct Plan {
     pub stages: Vec<StagePlan>,
     /// The ingress listeners this node runs.
     pub ingress: Vec<IngressPlan>,
+}
+
+/// `http:` of the topology, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpPlan {
+    pub header_timeout: Option<Duration>,
+    pub body_timeout: Option<Duration>,
+    pub max_concurrent_requests: Option<u32>,
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -281,13 +301,28 @@ pub(crate) fn build(
         });
     }
 
+    // Synced at each commit interval: a commit is then on disk one interval later at most.
+    let embedded_sync_interval = match opt_duration(&spec.embedded.sync_interval, "embedded", "sync_interval")? {
+        Some(d) => d,
+        None => stages.iter().map(|s| s.commit.interval).min().unwrap_or(DEFAULT_COMMIT_INTERVAL),
+    };
     Ok(Plan {
         topology_name: spec.name.clone().unwrap_or_else(|| default_name.to_string()),
         node: node.map(str::to_string),
         transport: spec.transport,
         embedded_capacity: spec.embedded.max_records_per_partition.unwrap_or(DEFAULT_EMBEDDED_CAPACITY).max(1),
+        embedded_durable: spec.embedded.durable.unwrap_or(true),
+        embedded_sync_interval,
         kafka: spec.kafka.clone(),
         admin_listen: spec.admin.listen.clone(),
+        admin_token: spec.admin.token.clone(),
+        metrics_listen: spec.metrics.listen.clone(),
+        http: HttpPlan {
+            header_timeout: opt_duration(&spec.http.header_timeout, "http", "header_timeout")?,
+            body_timeout: opt_duration(&spec.http.body_timeout, "http", "body_timeout")?,
+            max_concurrent_requests: spec.http.max_concurrent_requests,
+            shutdown_grace: opt_duration(&spec.http.shutdown_grace, "http", "shutdown_grace")?,
+        },
         tracing: spec.tracing.clone(),
         topics,
         stages,

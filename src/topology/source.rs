@@ -4,7 +4,7 @@
 
 use super::introspect::struct_fields;
 use super::spec::{
-    AdminSpec, TracingSpec, CommitSpec, EmbeddedSpec, IngressSpec, KafkaSecuritySpec, KafkaSpec, RateLimitSpec, RetrySpec,
+    AdminSpec, HttpSpec, MetricsSpec, TracingSpec, CommitSpec, EmbeddedSpec, IngressSpec, KafkaSecuritySpec, KafkaSpec, RateLimitSpec, RetrySpec,
     StageDefaults, StageSpec, TopicSpec, TopologySpec,
 };
 use super::{Diagnostic, Diagnostics};
@@ -269,6 +269,8 @@ fn struct_at(parent: &[&str]) -> Option<(&'static [&'static str], String)> {
         ["kafka"] => (struct_fields::<KafkaSpec>(), "in `kafka`".to_string()),
         ["kafka", "security"] => (struct_fields::<KafkaSecuritySpec>(), "in `kafka.security`".to_string()),
         ["admin"] => (struct_fields::<AdminSpec>(), "in `admin`".to_string()),
+        ["metrics"] => (struct_fields::<MetricsSpec>(), "in `metrics`".to_string()),
+        ["http"] => (struct_fields::<HttpSpec>(), "in `http`".to_string()),
         ["tracing"] => (struct_fields::<TracingSpec>(), "in `tracing`".to_string()),
         ["defaults"] => (struct_fields::<StageDefaults>(), "in `defaults`".to_string()),
         ["defaults", "retry"] => (struct_fields::<RetrySpec>(), "in `defaults.retry`".to_string()),

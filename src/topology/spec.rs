@@ -25,6 +25,10 @@ pub struct TopologySpec {
     #[serde(default)]
     pub admin: AdminSpec,
     #[serde(default)]
+    pub metrics: MetricsSpec,
+    #[serde(default)]
+    pub http: HttpSpec,
+    #[serde(default)]
     pub tracing: TracingSpec,
     /// Defaults applied to every stage that does not set the field itself.
     #[serde(default)]
@@ -48,16 +52,26 @@ pub enum TransportKind {
     Kafka,
 }
 
-/// The in-process transport: an in-memory partitioned log for one process.
+/// The in-process transport: a partitioned log for one process, kept on disk under
+/// `<data dir>/log/` unless `durable: false`.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct EmbeddedSpec {
     /// Records kept per partition before producers wait (default 100000).
     #[serde(default)]
     pub max_records_per_partition: Option<u64>,
+    /// Keep the log on disk so a restart resumes where it stopped (default true);
+    /// `false`: memory only, everything unconsumed is lost when the process ends.
+    #[serde(default)]
+    pub durable: Option<bool>,
+    /// How often the on-disk log is fsynced, e.g. `500ms` (default: the shortest commit
+    /// interval of the node's stages). What a power loss can take.
+    #[serde(default)]
+    pub sync_interval: Option<String>,
 }
 
-/// Kafka connection settings (used by the Kafka transport).
-#[derive(Debug, Clone, Deserialize, Default)]
+/// Kafka connection settings (used by the Kafka transport). `Debug` masks the password
+/// and every pass-through property that may hold a secret ([`KafkaSpec::is_secret_property`]).
+#[derive(Clone, Deserialize, Default)]
 pub struct KafkaSpec {
     #[serde(default)]
     pub brokers: Option<String>,
@@ -75,7 +89,7 @@ pub struct KafkaSpec {
     pub consumer: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Clone, Deserialize, Default)]
 pub struct KafkaSecuritySpec {
     /// PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL.
     #[serde(default)]
@@ -96,12 +110,170 @@ pub struct KafkaSecuritySpec {
     pub key_location: Option<String>,
 }
 
-/// The node's own HTTP port: health, readiness, metrics, and the embedded transport's
-/// produce/tail endpoints used by `weir produce` and `weir tail`.
+impl KafkaSpec {
+    /// Whether a librdkafka property may hold a secret (`sasl.password`, `ssl.key.pem`,
+    /// `sasl.oauthbearer.config`, `ssl.keystore.password`, …): by name, so that keys weir
+    /// does not know are masked too. A few harmless ones (`ssl.key.location`) are masked
+    /// with them; showing a secret is the mistake to avoid.
+    pub fn is_secret_property(name: &str) -> bool {
+        const MARKERS: &[&str] = &["password", "secret", "pem", "key", "oauthbearer"];
+        let name = name.to_ascii_lowercase();
+        MARKERS.iter().any(|m| name.contains(m))
+    }
+}
+
+const MASK: &str = "***";
+
+/// Pass-through properties with secret values masked.
+struct MaskedProperties<'a>(&'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for MaskedProperties<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| (k, if KafkaSpec::is_secret_property(k) { MASK } else { v.as_str() })))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSpec")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("security", &self.security)
+            .field("auto_create_topics", &self.auto_create_topics)
+            .field("producer", &MaskedProperties(&self.producer))
+            .field("consumer", &MaskedProperties(&self.consumer))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KafkaSecuritySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecuritySpec")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| MASK))
+            .field("ca_location", &self.ca_location)
+            .field("certificate_location", &self.certificate_location)
+            .field("key_location", &self.key_location)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod kafka_spec_tests {
+    use super::*;
+
+    #[test]
+    fn debug_masks_the_password_and_secret_pass_through_properties() {
+        let mut spec = KafkaSpec::default();
+        spec.security.password = Some("hunter2".into());
+        spec.security.username = Some("weir".into());
+        spec.producer.insert("ssl.key.pem".into(), "-----BEGIN PRIVATE KEY-----abc".into());
+        spec.consumer.insert("sasl.oauthbearer.config".into(), "principal=x secret=oauth-s3cret".into());
+        spec.consumer.insert("fetch.min.bytes".into(), "4096".into());
+        let shown = format!("{spec:?}");
+        for secret in ["hunter2", "PRIVATE KEY", "oauth-s3cret"] {
+            assert!(!shown.contains(secret), "`{secret}` shown: {shown}");
+        }
+        assert!(shown.contains("\"weir\"") && shown.contains("\"4096\""), "{shown}");
+        assert!(shown.contains("password: Some(\"***\")"), "{shown}");
+    }
+
+    #[test]
+    fn secret_properties_are_known_by_name() {
+        for k in ["sasl.password", "ssl.key.pem", "ssl.keystore.password", "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret", "ssl.certificate.pem", "SSL.KEY.PASSWORD", "ssl_key"] {
+            assert!(KafkaSpec::is_secret_property(k), "{k}");
+        }
+        for k in ["bootstrap.servers", "linger.ms", "sasl.username", "security.protocol", "fetch.min.bytes"] {
+            assert!(!KafkaSpec::is_secret_property(k), "{k}");
+        }
+    }
+}
+
+/// The management port: produce, tail and `/stats` (what `weir produce` and `weir tail`
+/// use). Off unless `listen` is set. Every request needs `Authorization: Bearer <token>`
+/// when a token is set; a non-loopback `listen` without a token refuses to start.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct AdminSpec {
     #[serde(default)]
     pub listen: Option<String>,
+    /// The bearer token management requests must carry; write `${WEIR_ADMIN_TOKEN:-}`.
+    #[serde(default, deserialize_with = "admin_token")]
+    pub token: Option<AdminToken>,
+}
+
+/// The read-only port: `/metrics`, `/healthz`, `/readyz`, safe to scrape without
+/// credentials. Off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MetricsSpec {
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// Bounds of every HTTP listener of a node: ingress, metrics and admin (docs/admin.md).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct HttpSpec {
+    /// Longest wait for a request's complete headers (default 10s).
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Longest wait for a request's whole body (default 30s); 408 after.
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// Requests served at once per listener (default 512); 503 beyond.
+    #[serde(default)]
+    pub max_concurrent_requests: Option<u32>,
+    /// After stop, how long requests in flight may still run (default 3s).
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
+}
+
+/// The admin bearer token. A secret: its `Debug` never shows it, and nothing logs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// The token itself, for comparing a request's credentials or sending them.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// A token written as text or, after `${VAR}` substitution of an all-digit value, as a
+/// number; empty or null means no token.
+fn admin_token<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AdminToken>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+        B(bool),
+    }
+    let text = match Option::<Text>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Text::S(s)) => s,
+        Some(Text::U(n)) => n.to_string(),
+        Some(Text::I(n)) => n.to_string(),
+        Some(Text::F(n)) => n.to_string(),
+        Some(Text::B(b)) => b.to_string(),
+    };
+    let text = text.trim();
+    Ok((!text.is_empty()).then(|| AdminToken(text.to_string())))
 }
 
 /// Span export over OTLP/HTTP. Off unless an endpoint is set here or in

@@ -218,10 +218,10 @@ pub async fn wait_fully_committed(node: &NodeHandle, stage: &str, topic: &str) {
 }
 
 /// A router that sends `type: order` on and dead-letters anything else, then a
-/// passthrough; with an admin port. Used to check that observed counters add up.
+/// passthrough; with a metrics port. Used to check that observed counters add up.
 pub const ROUTER_AUDIT: &str = r#"
 name: router-audit
-admin: {listen: "127.0.0.1:0"}
+metrics: {listen: "127.0.0.1:0"}
 topics:
   orders-in: {partitions: 4}
   routed: {partitions: 4}

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod core_crash;
 mod crash;
 mod jaeger;
 mod rebalance;

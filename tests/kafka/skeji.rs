@@ -69,7 +69,7 @@ fn file_refs(v: &serde_json::Value, out: &mut BTreeSet<String>) {
 /// ids derive from it), and file references in stage and ingress configs made absolute (the copy
 /// lives in a temp dir, and relative paths resolve against the topology's directory).
 /// Returns the text and the topic name map.
-fn own_topology(prefix: &str) -> (String, BTreeMap<String, String>) {
+pub(crate) fn own_topology(prefix: &str) -> (String, BTreeMap<String, String>) {
     let file = format!("{ROOT}/topology.yaml");
     let text = std::fs::read_to_string(&file).expect("read topology.yaml");
     let registry = Registry::builtin();
@@ -119,7 +119,7 @@ fn own_topology(prefix: &str) -> (String, BTreeMap<String, String>) {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the worker to take).
-fn free_addr() -> String {
+pub(crate) fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").to_string()
 }
@@ -159,6 +159,7 @@ impl KafkaSkeji {
                 ("KAFKA_BROKERS".into(), brokers.clone()),
                 ("WEIR_LISTEN".into(), listen.into()),
                 ("WEIR_ADMIN_LISTEN".into(), "127.0.0.1:0".into()),
+                ("WEIR_METRICS_LISTEN".into(), "127.0.0.1:0".into()),
             ]
         };
         let mut edge_vars = common(&edge_listen);

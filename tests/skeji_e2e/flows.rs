@@ -195,18 +195,42 @@ pub async fn booking_cancel_rebook(d: &dyn Deployment, phone_a: &str, phone_b: &
 
 /// WhatsApp delivering the same message id twice gets one answer. A later message of the
 /// same user (same key, so handled after the duplicate) proves the duplicate was handled.
+///
+/// The answers alone cannot show that the gateway dropped the redelivery: downstream
+/// stages would absorb a second forward (same correlation id, idempotent claims). So the
+/// gateway's own output is counted too: `gw-to-scrub-layer` must carry the message id
+/// exactly once. Same key, same partition: once the later message is there, a second
+/// forward of the duplicate would be there before it.
 pub async fn redelivered_message_gets_one_reply(d: &dyn Deployment, phone: &str) {
     let log = TopicLog::follow(&d.transport(), &d.topic("notifications-sent")).await;
+    let forwarded = TopicLog::follow(&d.transport(), &d.topic("gw-to-scrub-layer")).await;
     let wamid = format!("wamid.{phone}.dup");
+    let after = format!("wamid.{phone}.after");
     post(d, phone, &wamid, "what are my bookings?").await;
     post(d, phone, &wamid, "what are my bookings?").await;
-    post(d, phone, &format!("wamid.{phone}.after"), "hello there").await;
+    post(d, phone, &after, "hello there").await;
     next_to(&log, d, phone, "result", 1).await;
+    let forwards = forwarded
+        .wait_for(d.answer_bound(), |rs| {
+            let ids: Vec<String> = rs.iter().filter_map(forwarded_id).collect();
+            ids.contains(&after).then(|| ids.iter().filter(|id| **id == wamid).count())
+        })
+        .await
+        .expect("the later message went through the gateway");
     let results: Vec<_> = to_phone(&log.snapshot(), phone).into_iter().filter(|n| n.kind == "result").collect();
-    println!("  redelivery: {} results for 3 posts (2 with the same message id)", results.len());
+    println!(
+        "  redelivery: 2 posts with the same message id → {forwards} forwarded by the gateway; {} results for 3 posts",
+        results.len()
+    );
+    assert_eq!(forwards, 1, "the gateway forwarded a WhatsApp redelivery");
     assert_eq!(results.len(), 2, "{results:#?}");
     let ids: HashSet<_> = results.iter().map(|n| n.notification_id.clone()).collect();
     assert_eq!(ids.len(), 2);
+}
+
+/// The WhatsApp message id of a gateway output (`UserMessage.message_id`).
+fn forwarded_id(r: &Record) -> Option<String> {
+    serde_json::from_slice::<weir::stages::skeji::model::UserMessage>(&r.payload).ok().map(|m| m.message_id)
 }
 
 /// The LLM provider answers garbage: the record lands on `dlq-llm-layer` with the reason,

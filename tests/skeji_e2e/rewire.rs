@@ -5,64 +5,16 @@
 //! every record went through the new hop, and nothing was dead-lettered.
 
 use crate::flows::{self, Deployment, TopicLog};
-use async_trait::async_trait;
-use std::path::PathBuf;
-use std::sync::Arc;
+use crate::EmbeddedSkeji;
 use std::time::Duration;
-use weir::runtime::{self, NodeHandle, NodeOptions};
-use weir::stages::Registry;
-use weir::topology::Topology;
-use weir::transport::Transport;
 
 #[path = "../fixtures/topology/rewire.rs"]
 mod topology_rewire;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-struct Rewired {
-    node: NodeHandle,
-    data: tempfile::TempDir,
-}
-
-impl Rewired {
-    async fn start(text: &str) -> Rewired {
-        let env = |name: &str| match name {
-            "WEIR_LISTEN" | "WEIR_ADMIN_LISTEN" => Some("127.0.0.1:0".to_string()),
-            _ => None,
-        };
-        let registry = Registry::builtin();
-        let file = format!("{ROOT}/topology.yaml");
-        let topology = Topology::parse(&file, text, &env, &registry).unwrap_or_else(|d| panic!("the rewire is refused:\n{d}"));
-        let data = tempfile::tempdir().expect("tmp");
-        let mut opts = NodeOptions::new(topology.plan(None).expect("plan"), Arc::new(registry));
-        opts.data_dir = data.path().to_path_buf();
-        opts.config_dir = PathBuf::from(ROOT);
-        opts.shutdown_timeout = Duration::from_secs(20);
-        Rewired { node: runtime::start(opts).await.expect("the rewired topology starts"), data }
-    }
-}
-
-#[async_trait]
-impl Deployment for Rewired {
-    fn webhook(&self) -> String {
-        let addr = self.node.ingress_addr("whatsapp-webhook").expect("webhook listener");
-        format!("http://{addr}/webhooks/whatsapp")
-    }
-    fn data_dir(&self) -> PathBuf {
-        self.data.path().to_path_buf()
-    }
-    fn transport(&self) -> Arc<dyn Transport> {
-        self.node.transport.clone()
-    }
-    fn answer_bound(&self) -> Duration {
-        Duration::from_secs(10)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_passthrough_between_topics_of_one_type_still_confirms_a_booking() {
     let text = topology_rewire::audit_passthrough_and_llm_on_core(topology_rewire::TOPOLOGY_YAML);
-    let skeji = Rewired::start(&text).await;
+    let skeji = EmbeddedSkeji::start_text(&text, &[], Duration::from_secs(10)).await;
     let t = skeji.transport();
     let sent = TopicLog::follow(&t, "notifications-sent").await;
     let audited = TopicLog::follow(&t, "gw-audited").await;

@@ -164,12 +164,23 @@ fn transport(cx: &mut Cx<'_>) {
     if let Some(l) = &spec.admin.listen {
         listen(cx, &["admin", "listen"], l);
     }
+    if let Some(l) = &spec.metrics.listen {
+        listen(cx, &["metrics", "listen"], l);
+    }
+    let h = &spec.http;
+    duration(cx, &["http", "header_timeout"], h.header_timeout.as_deref());
+    duration(cx, &["http", "body_timeout"], h.body_timeout.as_deref());
+    duration(cx, &["http", "shutdown_grace"], h.shutdown_grace.as_deref());
+    if h.max_concurrent_requests == Some(0) {
+        cx.at_value(&["http", "max_concurrent_requests"], "`max_concurrent_requests` must be at least 1".to_string());
+    }
     if spec.embedded.max_records_per_partition == Some(0) {
         cx.at_value(
             &["embedded", "max_records_per_partition"],
             "`max_records_per_partition` must be at least 1".to_string(),
         );
     }
+    duration(cx, &["embedded", "sync_interval"], spec.embedded.sync_interval.as_deref());
     let k = &spec.kafka;
     if spec.transport == TransportKind::Kafka && k.brokers.as_deref().is_none_or(|b| b.trim().is_empty()) {
         cx.at_value(

@@ -113,6 +113,16 @@ async fn await_metadata(spec: &KafkaSpec, topics: &[(String, i32)]) -> Result<()
     }
 }
 
+/// CreateTopics' replication factor for "the broker's `default.replication.factor`"
+/// (KIP-464, Kafka 2.4+): a topic without `replication_factor` gets what the cluster's
+/// operator configured, not a single copy.
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
+/// The replication factor a missing topic is created with.
+fn replication_of(t: &TopicPlan) -> TopicReplication<'static> {
+    TopicReplication::Fixed(t.replication_factor.map_or(BROKER_DEFAULT_REPLICATION, i32::from))
+}
+
 pub async fn apply(spec: &KafkaSpec, topics: &[TopicPlan]) -> Result<ApplyReport, TransportError> {
     let admin: AdminClient<DefaultClientContext> = config::base(spec, "weir-admin").create().map_err(unavailable)?;
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
@@ -125,8 +135,7 @@ pub async fn apply(spec: &KafkaSpec, topics: &[TopicPlan]) -> Result<ApplyReport
         .iter()
         .zip(&configs)
         .map(|(t, cfg)| {
-            let rf = i32::from(t.replication_factor.unwrap_or(1));
-            cfg.iter().fold(NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(rf)), |n, (k, v)| n.set(k, v))
+            cfg.iter().fold(NewTopic::new(&t.name, t.partitions, replication_of(t)), |n, (k, v)| n.set(k, v))
         })
         .collect();
     if !new_topics.is_empty() {
@@ -238,4 +247,32 @@ pub async fn lag(spec: &KafkaSpec, group: &str, topics: &[String]) -> Result<Vec
     })
     .await
     .map_err(unavailable)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The topics of a topology, as the runtime plans them.
+    fn topics(yaml: &str) -> Vec<TopicPlan> {
+        let registry = crate::stages::Registry::builtin();
+        let topology = crate::topology::Topology::parse("t.yaml", yaml, &|_| None, &registry)
+            .unwrap_or_else(|d| panic!("{d}"));
+        topology.plan(None).expect("plan").topics.into_values().collect()
+    }
+
+    fn factor(r: TopicReplication<'_>) -> Option<i32> {
+        match r {
+            TopicReplication::Fixed(n) => Some(n),
+            TopicReplication::Variable(_) => None,
+        }
+    }
+
+    /// Issue 9: an undeclared factor created topics with a single replica.
+    #[test]
+    fn an_undeclared_replication_factor_is_the_brokers_default() {
+        let t = topics("topics:\n  a: {partitions: 3}\n  b: {partitions: 3, replication_factor: 3}\n");
+        let factors: Vec<_> = t.iter().map(|t| (t.name.as_str(), factor(replication_of(t)))).collect();
+        assert_eq!(factors, vec![("a", Some(-1)), ("b", Some(3))]);
+    }
 }

@@ -15,7 +15,7 @@
 
 use super::config;
 use super::transaction::KafkaTransaction;
-use crate::envelope::{Headers, Record, TopicPartition};
+use crate::envelope::{Record, TopicPartition};
 use crate::transport::{
     AssignedPartition, Committer, GroupEvent, GroupMember, PartitionStream, RevokeAck, TransportError,
 };
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,12 +130,8 @@ impl ConsumerContext for MemberContext {
 }
 
 pub(crate) fn to_record(tp_topic: &Arc<str>, m: &BorrowedMessage<'_>) -> Record {
-    let mut headers = Headers::new();
-    if let Some(hs) = m.headers() {
-        for h in hs.iter() {
-            headers.push(h.key, Bytes::copy_from_slice(h.value.unwrap_or_default()));
-        }
-    }
+    // Not `m.headers().iter()`: it panics on a header name that is not UTF-8.
+    let headers = super::headers::of(m);
     Record {
         topic: tp_topic.clone(),
         partition: m.partition(),
@@ -234,6 +230,7 @@ pub(crate) fn join(
     client_id: &str,
     group: &str,
     topics: &[String],
+    partitions: usize,
     revoke_wait: Duration,
     txn: Option<Arc<KafkaTransaction>>,
 ) -> Result<KafkaMember, TransportError> {
@@ -248,7 +245,7 @@ pub(crate) fn join(
         revoke_wait,
         txn: txn.clone(),
     };
-    let mut cfg = config::consumer(spec, client_id, group, Duration::from_millis(500));
+    let mut cfg = config::consumer(spec, client_id, group, Duration::from_millis(500), partitions);
     if txn.is_some() {
         cfg.set("enable.auto.commit", "false");
     }

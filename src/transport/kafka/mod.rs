@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 mod consumer;
+mod headers;
 pub mod producer;
 mod transaction;
 
@@ -105,7 +106,10 @@ impl Transport for KafkaTransport {
             ),
             None => None,
         };
-        Ok(Box::new(consumer::join(&self.spec, &client_id, group, topics, REVOKE_WAIT, txn)?))
+        // The prefetch bound is split over every partition the member could be assigned.
+        let counts = admin::partition_counts(&self.spec, topics.to_vec()).await?;
+        let partitions = topics.iter().map(|t| counts.get(t).map_or(1, |n| usize::try_from(*n).unwrap_or(1))).sum();
+        Ok(Box::new(consumer::join(&self.spec, &client_id, group, topics, partitions, REVOKE_WAIT, txn)?))
     }
 
     fn transaction(&self, id: &str) -> Result<Option<Arc<dyn Transaction>>, TransportError> {

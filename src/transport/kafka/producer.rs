@@ -14,6 +14,10 @@ use std::time::Duration;
 
 /// How long to wait before offering a record again to a full local queue.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+/// How long a record is offered to a full local queue before `enqueue` hands it back as
+/// retriable: callers then wait in their own way, which observes the node's stop (a
+/// stage's backoff, an ingress's 503), instead of this loop spinning through a shutdown.
+const QUEUE_FULL_GIVE_UP: Duration = Duration::from_secs(5);
 
 pub struct KafkaProducer {
     inner: FutureProducer,
@@ -53,6 +57,7 @@ pub(crate) fn classify(e: &KafkaError) -> TransportError {
 #[async_trait]
 impl Producer for KafkaProducer {
     async fn enqueue(&self, record: OutgoingRecord) -> Result<DeliveryFuture, EnqueueError> {
+        let give_up = tokio::time::Instant::now() + QUEUE_FULL_GIVE_UP;
         loop {
             let mut fr: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&record.topic).payload(record.payload.as_ref()).headers(headers(&record));
@@ -74,6 +79,12 @@ impl Producer for KafkaProducer {
                     .boxed())
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if tokio::time::Instant::now() >= give_up {
+                        let error = TransportError::Unavailable(format!(
+                            "the producer's local queue stayed full for {QUEUE_FULL_GIVE_UP:?}"
+                        ));
+                        return Err(EnqueueError { error, record });
+                    }
                     tokio::time::sleep(QUEUE_FULL_WAIT).await;
                 }
                 Err((e, _)) => {

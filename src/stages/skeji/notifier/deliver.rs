@@ -1,14 +1,23 @@
-//! Sends a message at most once per notification id (give or take a crash): claim the id,
-//! send, then mark it sent. Marking only after the sink accepted the message means a
-//! crash between the two sends it once more when its cause is redelivered (after the
-//! claim's lease) — a duplicate is better than a message never sent.
+//! Sends a message once per notification id: claim the id, send, mark it sent.
+//!
+//! - `outbox`: the line and the sent mark are one SQLite transaction, and the file is a
+//!   projection of that table ([`super::outbox`]): exactly once, crash or not.
+//! - `whatsapp`: the POST cannot join a local transaction, so the mark follows the API's
+//!   answer at once (one SQLite UPDATE). A crash in that window sends the message once more
+//!   when its cause is redelivered — a duplicate is better than a message never sent.
+//!
+//! A claim names its owner; a delivery finding the claim of an owner that is gone (killed,
+//! or its stage rebuilt) takes it over at once instead of waiting for the lease.
 
 use super::ledger::{self, Claim};
+use super::outbox::{self, Committed};
+use super::owner::Owner;
 use super::render::Message;
 use super::sink::{Sink, Text};
 use crate::stages::skeji::model::SentNotification;
 use crate::stages::skeji::store::{Db, DbError};
 use crate::stages::StageError;
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -23,54 +32,112 @@ pub fn subscribe_sent() -> broadcast::Receiver<SentNotification> {
     SENT.subscribe()
 }
 
-/// The longest a delivery waits for another delivery of the same notification (its
-/// claim's lease) before it fails transiently.
-const MAX_WAIT: Duration = Duration::from_millis(ledger::LEASE_MS as u64 + 5_000);
+/// Tells this process's observers ([`subscribe_sent`]) that `sent` went out.
+pub fn announce(sent: &SentNotification) {
+    // No receiver is the normal case.
+    let _ = SENT.send(sent.clone());
+}
+
 const POLL: Duration = Duration::from_millis(250);
+
+/// Where a notifier's messages go.
+#[derive(Clone)]
+pub enum Route {
+    /// `<dir>/outbox.jsonl`, projected from `skeji.db` in that same directory.
+    Outbox { dir: PathBuf },
+    /// An external API (WhatsApp).
+    Sink(Arc<dyn Sink>),
+}
+
+impl Route {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Outbox { .. } => "outbox",
+            Route::Sink(s) => s.name(),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Deliverer {
     pub db: Db,
-    pub sink: Arc<dyn Sink>,
+    pub route: Route,
+    /// This stage instance, named in its claims.
+    pub owner: Arc<Owner>,
+    /// How long a live owner's claim is respected (the last resort for a stuck one).
+    pub lease_ms: i64,
 }
 
 impl Deliverer {
-    /// Sends `m` unless it was sent before; returns what was sent.
+    /// Sends `m` unless it was sent before, and tells in-process observers; returns what
+    /// was sent.
     pub async fn deliver(&self, m: &Message) -> Result<Option<SentNotification>, StageError> {
+        let sent = self.send_once(m).await?;
+        if let Some(s) = &sent {
+            announce(s);
+        }
+        Ok(sent)
+    }
+
+    /// [`Deliverer::deliver`] without telling observers: for a caller that has more to record
+    /// first and then calls [`announce`] (reminders).
+    pub async fn send_once(&self, m: &Message) -> Result<Option<SentNotification>, StageError> {
+        let id = m.notification_id.as_str();
         let started = tokio::time::Instant::now();
+        // A delivery waiting on a live owner's claim gives up a little after its lease.
+        let max_wait = Duration::from_millis(u64::try_from(self.lease_ms).unwrap_or(0) + 5_000);
         loop {
-            match ledger::claim(&self.db, &m.notification_id).await.map_err(DbError::into_stage_error)? {
+            match ledger::claim(&self.db, id, self.owner.id(), self.lease_ms).await.map_err(DbError::into_stage_error)? {
                 Claim::Mine => break,
                 Claim::AlreadySent => {
-                    tracing::debug!(notification_id = %m.notification_id, "already sent; not sending again");
+                    tracing::debug!(notification_id = %id, "already sent; not sending again");
+                    self.heal_outbox().await?;
                     return Ok(None);
                 }
-                // Another delivery of the same cause (a redelivery racing the first) is
-                // sending it: wait for its outcome rather than send twice.
-                Claim::Busy(ms) if started.elapsed() < MAX_WAIT => {
+                // Another live delivery of the same cause (a redelivery racing the first)
+                // is sending it: wait for its outcome rather than send twice.
+                Claim::Busy(ms) if started.elapsed() < max_wait => {
                     let wait =
                         Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(Duration::from_millis(10), POLL);
                     tokio::time::sleep(wait).await;
                 }
                 Claim::Busy(_) => {
-                    return Err(StageError::Transient(format!(
-                        "notification {} is being sent by another delivery",
-                        m.notification_id
-                    )));
+                    return Err(StageError::Transient(format!("notification {id} is being sent by another delivery")));
                 }
             }
         }
         let text = Text { to: m.to.clone(), body: m.body.clone(), correlation_id: m.correlation_id.clone() };
-        if let Err(e) = self.sink.send(&text).await {
-            if let Err(release) = ledger::release(&self.db, &m.notification_id).await {
-                // The claim then expires after its lease; the retry waits until then.
-                tracing::warn!(notification_id = %m.notification_id, error = %release, "cannot release the claim");
+        match &self.route {
+            Route::Outbox { dir } => {
+                let mut body = text.cloud_api_body();
+                body["correlation_id"] = text.correlation_id.clone().into();
+                body["notification_id"] = id.into();
+                match outbox::commit(&self.db, id, self.owner.id(), &body).await.map_err(DbError::into_stage_error)? {
+                    Committed::Written => {}
+                    Committed::AlreadySent | Committed::NotMine => {
+                        tracing::debug!(notification_id = %id, "sent by another delivery meanwhile");
+                        self.heal_outbox().await?;
+                        return Ok(None);
+                    }
+                }
+                // Committed: the line is owed to the file. If this append fails, the
+                // retry (or any later delivery, or the next start) appends it.
+                outbox::project(&self.db, dir).await.map_err(outbox::OutboxError::into_stage_error)?;
             }
-            return Err(e.into());
-        }
-        if let Err(e) = ledger::mark_sent(&self.db, &m.notification_id).await {
-            // Sent, but not recorded: a redelivery after the lease would send it again.
-            tracing::warn!(notification_id = %m.notification_id, error = %e, "sent but not recorded as sent");
+            Route::Sink(sink) => {
+                if let Err(e) = sink.send(&text).await {
+                    if let Err(release) = ledger::release(&self.db, id, self.owner.id()).await {
+                        // The claim is then freed when this owner is gone, or by its lease.
+                        tracing::warn!(notification_id = %id, error = %release, "cannot release the claim");
+                    }
+                    return Err(e.into());
+                }
+                // The at-least-once window: the API accepted it; until this mark commits, a
+                // crash means one more send.
+                if let Err(e) = ledger::mark_sent(&self.db, id).await {
+                    tracing::warn!(notification_id = %id, error = %e, "sent but not recorded as sent");
+                }
+            }
         }
         let sent = SentNotification {
             notification_id: m.notification_id.clone(),
@@ -78,11 +145,18 @@ impl Deliverer {
             body: m.body.clone(),
             kind: m.kind.to_string(),
             correlation_id: Some(m.correlation_id.clone()),
-            sink: self.sink.name().to_string(),
+            sink: self.route.name().to_string(),
         };
         tracing::info!(notification_id = %sent.notification_id, kind = %sent.kind, sink = %sent.sink, "notification sent");
-        // No receiver is the normal case.
-        let _ = SENT.send(sent.clone());
         Ok(Some(sent))
+    }
+
+    /// Appends outbox lines still owed to the file (a sender that committed and then died,
+    /// or whose append failed). Nothing for other sinks.
+    async fn heal_outbox(&self) -> Result<(), StageError> {
+        if let Route::Outbox { dir } = &self.route {
+            outbox::project(&self.db, dir).await.map_err(outbox::OutboxError::into_stage_error)?;
+        }
+        Ok(())
     }
 }

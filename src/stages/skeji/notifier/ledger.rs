@@ -1,6 +1,10 @@
 //! The notifier's tables in the shared SQLite database: which notifications were sent
 //! (idempotency, and a claim so two deliveries of one cause never send twice at once) and
 //! the reminders still to send.
+//!
+//! A claim names its owner ([`super::owner`]): a claim whose owner is gone (its process
+//! died, or its stage was rebuilt) is taken over at once; one whose owner is alive is
+//! waited for, up to the lease, the last resort for an owner alive but stuck.
 
 use crate::envelope::now_ms;
 use crate::stages::skeji::store::{Db, DbError};
@@ -11,7 +15,8 @@ CREATE TABLE IF NOT EXISTS notifier_sent (
     notification_id TEXT PRIMARY KEY,
     state           TEXT NOT NULL,      -- 'claimed' while being sent, then 'sent'
     claimed_ms      INTEGER NOT NULL,
-    sent_ms         INTEGER
+    sent_ms         INTEGER,
+    owner           TEXT                -- the claim's owner (super::owner); NULL in old rows
 );
 CREATE TABLE IF NOT EXISTS notifier_reminders (
     booking_id  TEXT PRIMARY KEY,
@@ -22,13 +27,36 @@ CREATE TABLE IF NOT EXISTS notifier_reminders (
     -- 'scheduled', 'sending' (claimed by one notifier), 'sent', 'cancelled', 'failed'
     state       TEXT NOT NULL,
     claimed_ms  INTEGER,
-    sent_ms     INTEGER
+    sent_ms     INTEGER,
+    owner       TEXT                    -- who is sending it (state 'sending')
 );
 CREATE INDEX IF NOT EXISTS notifier_reminders_due ON notifier_reminders (state, due_ms);";
 
-/// How long a claim protects a notification being sent; after that another delivery may
-/// take it over (its sender is taken for dead). Longer than the slowest sink send.
+/// Adds the `owner` columns to ledgers made before claims named their owner (`SCHEMA`
+/// has them). Old claims keep `owner` NULL: only their lease can free them.
+pub fn migrate_owner(db: &Db) -> Result<(), DbError> {
+    db.with(|c| {
+        for table in ["notifier_sent", "notifier_reminders"] {
+            let has = c
+                .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = 'owner'"))?
+                .exists([])?;
+            if !has {
+                c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN owner TEXT"))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// How long a claim protects a notification being sent when its owner is still alive;
+/// after that another delivery may take it over (its sender is taken for stuck). Longer
+/// than the slowest sink send. A claim whose owner is gone is taken at once.
 pub const LEASE_MS: i64 = 60_000;
+
+/// Where owners keep their lock files: beside the database.
+fn data_dir(db: &Db) -> std::path::PathBuf {
+    db.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+}
 
 /// Rows of sent notifications and finished reminders are kept this long (longer than any
 /// topic's retention, so a redelivered cause still finds its row).
@@ -45,37 +73,56 @@ pub enum Claim {
     Busy(i64),
 }
 
-/// Claims `id` for sending.
-pub async fn claim(db: &Db, id: &str) -> Result<Claim, DbError> {
-    let id = id.to_string();
+/// Claims `id` for sending, for `owner`; a claim older than `lease_ms` or held by an owner
+/// that is gone is taken over.
+pub async fn claim(db: &Db, id: &str, owner: &str, lease_ms: i64) -> Result<Claim, DbError> {
+    let (id, owner, dir) = (id.to_string(), owner.to_string(), data_dir(db));
     db.call(move |c| {
         let now = now_ms();
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
-            "INSERT OR IGNORE INTO notifier_sent (notification_id, state, claimed_ms) VALUES (?1, 'claimed', ?2)",
-            rusqlite::params![id, now],
+            "INSERT OR IGNORE INTO notifier_sent (notification_id, state, claimed_ms, owner) VALUES (?1, 'claimed', ?2, ?3)",
+            rusqlite::params![id, now, owner],
         )?;
         let claim = if inserted == 1 {
             Claim::Mine
         } else {
-            let (state, claimed): (String, i64) =
-                tx.query_row("SELECT state, claimed_ms FROM notifier_sent WHERE notification_id = ?1", [&id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
+            let (state, claimed, holder): (String, i64, Option<String>) = tx.query_row(
+                "SELECT state, claimed_ms, owner FROM notifier_sent WHERE notification_id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            // Another delivery in this same stage holds it (two causes of one id at once):
+            // alive by definition.
+            let gone = holder.as_deref().is_some_and(|h| h != owner && !super::owner::is_alive(&dir, h));
             if state == "sent" {
                 Claim::AlreadySent
-            } else if now - claimed >= LEASE_MS {
+            } else if gone || now - claimed >= lease_ms {
+                tracing::info!(notification_id = %id, previous = ?holder, owner_gone = gone,
+                    "taking over the claim of a notification its sender did not finish");
                 tx.execute(
-                    "UPDATE notifier_sent SET claimed_ms = ?2 WHERE notification_id = ?1",
-                    rusqlite::params![id, now],
+                    "UPDATE notifier_sent SET claimed_ms = ?2, owner = ?3 WHERE notification_id = ?1",
+                    rusqlite::params![id, now, owner],
                 )?;
                 Claim::Mine
             } else {
-                Claim::Busy(claimed + LEASE_MS - now)
+                Claim::Busy(claimed + lease_ms - now)
             }
         };
         tx.commit()?;
         Ok(claim)
+    })
+    .await
+}
+
+/// Who holds the claim of `id`, and in which state (for tests and diagnostics).
+pub async fn claim_state(db: &Db, id: &str) -> Result<Option<(String, Option<String>)>, DbError> {
+    let id = id.to_string();
+    db.call(move |c| {
+        Ok(c.query_row("SELECT state, owner FROM notifier_sent WHERE notification_id = ?1", [&id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?)
     })
     .await
 }
@@ -93,11 +140,15 @@ pub async fn mark_sent(db: &Db, id: &str) -> Result<(), DbError> {
     .await
 }
 
-/// Gives up a claim after a failed send, so the retry can claim it again.
-pub async fn release(db: &Db, id: &str) -> Result<(), DbError> {
-    let id = id.to_string();
+/// Gives up `owner`'s claim after a failed send, so the retry can claim it again (a claim
+/// another owner took over meanwhile is theirs and stays).
+pub async fn release(db: &Db, id: &str, owner: &str) -> Result<(), DbError> {
+    let (id, owner) = (id.to_string(), owner.to_string());
     db.call(move |c| {
-        c.execute("DELETE FROM notifier_sent WHERE notification_id = ?1 AND state = 'claimed'", [&id])?;
+        c.execute(
+            "DELETE FROM notifier_sent WHERE notification_id = ?1 AND state = 'claimed' AND owner IS ?2",
+            rusqlite::params![id, owner],
+        )?;
         Ok(())
     })
     .await
@@ -143,26 +194,39 @@ pub async fn cancel(db: &Db, booking_id: &str) -> Result<(), DbError> {
     .await
 }
 
-/// Claims every reminder due at `now` (and any whose sender's claim expired). A reminder
-/// changes from `scheduled` to `sending` in one UPDATE, so only one notifier gets it.
-pub async fn claim_due(db: &Db, now: i64) -> Result<Vec<Reminder>, DbError> {
+/// Claims every reminder due at `now`, and any whose sender is gone or whose claim is
+/// older than `lease_ms`. A reminder changes from `scheduled` to `sending` (owned by
+/// `owner`) in one transaction, so only one notifier gets it.
+pub async fn claim_due(db: &Db, now: i64, owner: &str, lease_ms: i64) -> Result<Vec<Reminder>, DbError> {
+    let (owner, dir) = (owner.to_string(), data_dir(db));
     db.call(move |c| {
         let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let due: Vec<Reminder> = {
+        let candidates: Vec<(Reminder, String, Option<String>, i64)> = {
             let mut q = tx.prepare(
-                "SELECT booking_id, user_phone, body, start_ms FROM notifier_reminders
-                 WHERE (state = 'scheduled' AND due_ms <= ?1) OR (state = 'sending' AND claimed_ms <= ?2)
-                 ORDER BY due_ms LIMIT 64",
+                "SELECT booking_id, user_phone, body, start_ms, state, owner, COALESCE(claimed_ms, 0) FROM notifier_reminders
+                 WHERE (state = 'scheduled' AND due_ms <= ?1) OR state = 'sending'
+                 ORDER BY due_ms LIMIT 256",
             )?;
-            let rows = q.query_map(rusqlite::params![now, now - LEASE_MS], |r| {
-                Ok(Reminder { booking_id: r.get(0)?, user_phone: r.get(1)?, body: r.get(2)?, start_ms: r.get(3)? })
+            let rows = q.query_map([now], |r| {
+                let reminder =
+                    Reminder { booking_id: r.get(0)?, user_phone: r.get(1)?, body: r.get(2)?, start_ms: r.get(3)? };
+                Ok((reminder, r.get(4)?, r.get(5)?, r.get(6)?))
             })?;
             rows.collect::<Result<_, _>>()?
         };
+        let mut due = Vec::new();
+        for (r, state, holder, claimed) in candidates {
+            let takeable = state == "scheduled"
+                || now - claimed >= lease_ms
+                || holder.as_deref().is_some_and(|h| h != owner && !super::owner::is_alive(&dir, h));
+            if takeable && due.len() < 64 {
+                due.push(r);
+            }
+        }
         for r in &due {
             tx.execute(
-                "UPDATE notifier_reminders SET state = 'sending', claimed_ms = ?2 WHERE booking_id = ?1",
-                rusqlite::params![r.booking_id, now],
+                "UPDATE notifier_reminders SET state = 'sending', claimed_ms = ?2, owner = ?3 WHERE booking_id = ?1",
+                rusqlite::params![r.booking_id, now, owner],
             )?;
         }
         tx.commit()?;
@@ -186,14 +250,15 @@ pub async fn finish(db: &Db, booking_id: &str, state: &'static str, due_ms: Opti
     .await
 }
 
-/// When the next reminder needs attention, if any.
-pub async fn next_due(db: &Db) -> Result<Option<i64>, DbError> {
-    db.call(|c| {
+/// When the next reminder needs attention, if any (a reminder being sent by another
+/// owner: when its lease ends).
+pub async fn next_due(db: &Db, lease_ms: i64) -> Result<Option<i64>, DbError> {
+    db.call(move |c| {
         let next: Option<i64> = c
             .query_row(
                 "SELECT MIN(CASE state WHEN 'scheduled' THEN due_ms ELSE claimed_ms + ?1 END) FROM notifier_reminders
                  WHERE state IN ('scheduled', 'sending')",
-                [LEASE_MS],
+                [lease_ms],
                 |r| r.get(0),
             )
             .optional()?

@@ -19,10 +19,13 @@
 //!   whatsapp: {api_base: "https://graph.facebook.com/v21.0", phone_number_id: "…",
 //!              token_env: WHATSAPP_TOKEN, rate_limit: {per_second: 20, burst: 40}}
 //!   reminder_before: 10m
+//!   claim_lease: 60s        # how long a live sender's claim is waited for
 //! ```
 
 pub mod deliver;
 pub mod ledger;
+pub mod outbox;
+pub mod owner;
 pub mod reminders;
 pub mod render;
 pub mod sink;
@@ -65,6 +68,11 @@ pub struct NotifierConfig {
     /// How long before a confirmed booking its reminder is sent, e.g. `10m`.
     #[serde(default = "default_reminder_before")]
     pub reminder_before: String,
+    /// How long the claim of a sender that is still alive is waited for before it is
+    /// taken for stuck and taken over, e.g. `60s`. A claim whose sender is gone (killed,
+    /// or its stage rebuilt) is taken over at once, whatever this says.
+    #[serde(default = "default_claim_lease")]
+    pub claim_lease: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +98,10 @@ pub struct RateLimitConfig {
 
 fn default_reminder_before() -> String {
     "10m".into()
+}
+
+fn default_claim_lease() -> String {
+    "60s".into()
 }
 
 fn default_token_env() -> String {
@@ -123,6 +135,7 @@ impl StageKind for Notifier {
 
     fn check(c: &NotifierConfig) -> Result<(), String> {
         crate::topology::units::parse_duration(&c.reminder_before)?;
+        crate::topology::units::parse_duration(&c.claim_lease).map_err(|e| format!("claim_lease: {e}"))?;
         if c.sink == SinkKind::Whatsapp {
             let w = c.whatsapp.as_ref().ok_or("sink `whatsapp` needs the `whatsapp` settings")?;
             if w.phone_number_id.is_none() {
@@ -135,9 +148,12 @@ impl StageKind for Notifier {
     fn build(c: NotifierConfig, env: &BuildEnv<'_>) -> Result<Arc<dyn Stage>, BuildError> {
         Self::check(&c).map_err(|e| BuildError::new(env, e))?;
         let before = crate::topology::units::parse_duration(&c.reminder_before).map_err(|e| BuildError::new(env, e))?;
+        let lease = crate::topology::units::parse_duration(&c.claim_lease).map_err(|e| BuildError::new(env, e))?;
         let db = Db::open(&env.data_dir).map_err(|e| BuildError::new(env, e))?;
         db.migrate(ledger::SCHEMA).map_err(|e| BuildError::new(env, e))?;
-        let sink: Arc<dyn sink::Sink> = match (c.sink, &c.whatsapp) {
+        ledger::migrate_owner(&db).map_err(|e| BuildError::new(env, e))?;
+        db.migrate(outbox::SCHEMA).map_err(|e| BuildError::new(env, e))?;
+        let route = match (c.sink, &c.whatsapp) {
             (SinkKind::Whatsapp, Some(w)) => {
                 let token = std::env::var(&w.token_env).ok().filter(|t| !t.is_empty()).ok_or_else(|| {
                     BuildError::new(
@@ -150,13 +166,25 @@ impl StageKind for Notifier {
                 })?;
                 let rate = w.rate_limit.map(|r| sink::Rate { per_second: r.per_second, burst: r.burst });
                 let id = w.phone_number_id.as_deref().unwrap_or_default();
-                Arc::new(sink::WhatsApp::new(&w.api_base, id, token, rate).map_err(|e| BuildError::new(env, e))?)
+                let api = sink::WhatsApp::new(&w.api_base, id, token, rate).map_err(|e| BuildError::new(env, e))?;
+                deliver::Route::Sink(Arc::new(api))
             }
-            _ => Arc::new(sink::Outbox::new(&env.data_dir)),
+            _ => {
+                // Lines a crashed sender committed but did not append are owed to the file.
+                let appended = outbox::project_now(&db, &env.data_dir).map_err(|e| BuildError::new(env, e))?;
+                if appended > 0 {
+                    tracing::info!(stage = %env.stage.name, lines = appended, "outbox.jsonl completed from skeji.db");
+                }
+                deliver::Route::Outbox { dir: env.data_dir.clone() }
+            }
         };
+        // This stage instance (process and generation), named in its claims.
+        let owner = owner::Owner::register(&env.data_dir, &env.stage.name).map_err(|e| BuildError::new(env, e))?;
+        tracing::debug!(stage = %env.stage.name, owner = owner.id(), "notifier claims are named");
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|e| BuildError::new(env, format!("the reminder task needs a Tokio runtime: {e}")))?;
-        let deliverer = Deliverer { db, sink };
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let deliverer = Deliverer { db, route, owner: Arc::new(owner), lease_ms };
         let wake = Arc::new(Notify::new());
         let task = reminders::spawn(&rt, deliverer.clone(), wake.clone(), env.stage.name.clone());
         Ok(Arc::new(Notifier {

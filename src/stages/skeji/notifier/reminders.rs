@@ -10,6 +10,7 @@ use super::deliver::Deliverer;
 use super::ledger::{self, Reminder};
 use super::render::Message;
 use crate::envelope::now_ms;
+use crate::stages::skeji::model::SentNotification;
 use crate::stages::StageError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,11 @@ async fn run(d: Deliverer, wake: Arc<Notify>, stage: String) {
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            match ledger::prune(&d.db).await {
+            let pruned = match ledger::prune(&d.db).await {
+                Ok(n) => super::outbox::prune(&d.db).await.map(|m| n + m),
+                Err(e) => Err(e),
+            };
+            match pruned {
                 Ok(n) => tracing::debug!(%stage, rows = n, "notifier tables pruned"),
                 Err(e) => tracing::warn!(%stage, error = %e, "cannot prune notifier tables"),
             }
@@ -67,10 +72,10 @@ async fn run(d: Deliverer, wake: Arc<Notify>, stage: String) {
 
 /// Sends every due reminder; returns when the next one is due.
 async fn pass(d: &Deliverer, stage: &str) -> Result<Option<i64>, crate::stages::skeji::store::DbError> {
-    for r in ledger::claim_due(&d.db, now_ms()).await? {
+    for r in ledger::claim_due(&d.db, now_ms(), d.owner.id(), d.lease_ms).await? {
         let outcome = send(d, &r).await;
         let (state, due) = match &outcome {
-            Ok(()) => ("sent", None),
+            Ok(_) => ("sent", None),
             Err(StageError::Transient(_)) if now_ms() + RETRY_MS < r.start_ms => {
                 ("scheduled", Some(now_ms() + RETRY_MS))
             }
@@ -80,11 +85,15 @@ async fn pass(d: &Deliverer, stage: &str) -> Result<Option<i64>, crate::stages::
             tracing::warn!(%stage, booking_id = %r.booking_id, error = %e, next = state, "reminder not sent");
         }
         ledger::finish(&d.db, &r.booking_id, state, due).await?;
+        // Observers hear of it once it is recorded as done.
+        if let Ok(Some(sent)) = &outcome {
+            super::deliver::announce(sent);
+        }
     }
-    ledger::next_due(&d.db).await
+    ledger::next_due(&d.db, d.lease_ms).await
 }
 
-async fn send(d: &Deliverer, r: &Reminder) -> Result<(), StageError> {
+async fn send(d: &Deliverer, r: &Reminder) -> Result<Option<SentNotification>, StageError> {
     if r.user_phone.is_empty() {
         return Err(StageError::Permanent("the reminder has no recipient".into()));
     }
@@ -96,5 +105,5 @@ async fn send(d: &Deliverer, r: &Reminder) -> Result<(), StageError> {
         correlation_id: r.booking_id.clone(),
     };
     // Already sent (a crash before `finish`) counts as sent.
-    d.deliver(&m).await.map(|_| ())
+    d.send_once(&m).await
 }

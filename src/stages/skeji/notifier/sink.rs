@@ -1,14 +1,12 @@
-//! Where messages go: the `outbox` file (development, tests, or a relay that reads it) or
-//! the WhatsApp Cloud API. Both take the same Cloud API "send text" body.
+//! Where messages go outside weir: the WhatsApp Cloud API. (The `outbox` file is written
+//! inside the notifier's own transaction instead: [`super::outbox`].) Both take the same
+//! Cloud API "send text" body.
 
 use crate::stages::StageError;
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// One text to send.
@@ -53,58 +51,10 @@ impl From<SinkError> for StageError {
 
 #[async_trait]
 pub trait Sink: Send + Sync + 'static {
-    /// `outbox` or `whatsapp`, as recorded in `SentNotification.sink`.
+    /// As recorded in `SentNotification.sink` (`whatsapp`).
     fn name(&self) -> &'static str;
     /// Returns once the message was accepted.
     async fn send(&self, text: &Text) -> Result<(), SinkError>;
-}
-
-/// Every outbox in the process shares this lock: the four notifier stages append to the
-/// same file, and one `write_all` per line under it keeps lines whole.
-static OUTBOX_LOCK: Mutex<()> = Mutex::new(());
-
-/// Appends one JSON line per message to `<data-dir>/outbox.jsonl`.
-pub struct Outbox {
-    path: PathBuf,
-}
-
-impl Outbox {
-    pub const FILE: &'static str = "outbox.jsonl";
-
-    pub fn new(data_dir: &std::path::Path) -> Self {
-        Outbox { path: data_dir.join(Self::FILE) }
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-#[async_trait]
-impl Sink for Outbox {
-    fn name(&self) -> &'static str {
-        "outbox"
-    }
-
-    async fn send(&self, text: &Text) -> Result<(), SinkError> {
-        let mut body = text.cloud_api_body();
-        body["correlation_id"] = Value::String(text.correlation_id.clone());
-        let mut line =
-            serde_json::to_vec(&body).map_err(|e| SinkError::Permanent { sink: "outbox", reason: e.to_string() })?;
-        line.push(b'\n');
-        let path = self.path.clone();
-        let write = move || -> std::io::Result<()> {
-            let _guard = OUTBOX_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-            f.write_all(&line)?;
-            f.flush()
-        };
-        let transient = |reason: String| SinkError::Transient { sink: "outbox", reason };
-        tokio::task::spawn_blocking(write)
-            .await
-            .map_err(|e| transient(e.to_string()))?
-            .map_err(|e| transient(format!("cannot append to {}: {e}", self.path.display())))
-    }
 }
 
 /// Total attempts per message inside the sink (429 and 5xx are retried).
