@@ -56,7 +56,7 @@ async fn leads_are_enriched_scored_and_written_once() {
     let vars: BTreeMap<&str, String> = BTreeMap::from([
         ("INTENT_URL", intent.url()),
         ("ENRICH_LISTEN", "127.0.0.1:0".to_string()),
-        ("ENRICH_ADMIN_LISTEN", "127.0.0.1:0".to_string()),
+        ("ENRICH_METRICS_LISTEN", "127.0.0.1:0".to_string()),
     ]);
     let env = |name: &str| vars.get(name).cloned();
     let text = std::fs::read_to_string(EXAMPLE).expect("example");
@@ -116,10 +116,10 @@ async fn leads_are_enriched_scored_and_written_once() {
             scored += 1;
         }
     }
-    let admin = node.admin.expect("admin port");
+    let port = node.metrics.expect("metrics port");
     let dead = node.transport.end_offset(&weir::envelope::TopicPartition::new("dlq-enrich", 0)).await.expect("dlq");
-    let hits = metric(admin, "weir_llm_cache_total", &[("stage", "score"), ("result", "hit")]).await;
-    let tokens = metric(admin, "weir_llm_tokens_total", &[("stage", "score"), ("direction", "input")]).await;
+    let hits = metric(port, "weir_llm_cache_total", &[("stage", "score"), ("result", "hit")]).await;
+    let tokens = metric(port, "weir_llm_tokens_total", &[("stage", "score"), ("direction", "input")]).await;
     println!(
         "enrich e2e: posted {} ({n} leads + {again} repeats), rows written {}, with the service's intent {right_intent}, scored by the mock {scored}, dead-lettered {dead}, intent calls {}, llm cache hits {hits}, llm input tokens {tokens}",
         n + again,

@@ -15,7 +15,7 @@ use weir::envelope::header;
 fn topology(name: &str, config: &str) -> String {
     format!(
         r#"
-admin: {{listen: "127.0.0.1:0"}}
+metrics: {{listen: "127.0.0.1:0"}}
 topics:
   {name}-in: {{partitions: 4}}
   {name}-out: {{partitions: 4}}
@@ -56,9 +56,9 @@ async fn mock_answers_are_labelled_and_counted() {
     wait_fully_committed(&node, name, "llm-mock-in").await;
     let right = out.iter().filter(|r| json(r)["summary"] == format!("mock answer: Summarise: note number {}", id_of(r))).count();
     let labelled = out.iter().filter(|r| r.header("weir-llm-mock") == Some("true") && r.header("weir-llm-provider") == Some("mock")).count();
-    let admin = node.admin.expect("admin port");
-    let input = metric(admin, "weir_llm_tokens_total", &[("stage", name), ("model", "mock"), ("direction", "input")]).await;
-    let output = metric(admin, "weir_llm_tokens_total", &[("stage", name), ("model", "mock"), ("direction", "output")]).await;
+    let port = node.metrics.expect("metrics port");
+    let input = metric(port, "weir_llm_tokens_total", &[("stage", name), ("model", "mock"), ("direction", "input")]).await;
+    let output = metric(port, "weir_llm_tokens_total", &[("stage", name), ("model", "mock"), ("direction", "output")]).await;
     // "Summarise: note number N" is 4 words; "mock answer: Summarise: note number N" is 6.
     println!("llm mock: sent {n}, received {}, right answers {right}, labelled mock {labelled}, tokens in {input} out {output}", out.len());
     assert_eq!(out.len(), n as usize);
@@ -125,10 +125,10 @@ async fn invalid_json_gets_one_corrective_retry_then_dlq() {
         .filter(|r| r.header(header::DLQ_ERROR_CLASS) == Some("permanent")
             && r.header(header::DLQ_REASON).is_some_and(|m| m.contains("after one corrective retry")))
         .count();
-    let admin = node.admin.expect("admin");
-    let tokens_in = metric(admin, "weir_llm_tokens_total", &[("stage", name), ("model", "fake-model"), ("direction", "input")]).await;
-    let tokens_out = metric(admin, "weir_llm_tokens_total", &[("stage", name), ("model", "fake-model"), ("direction", "output")]).await;
-    let cost = metric(admin, "weir_llm_cost_usd_total", &[("stage", name), ("model", "fake-model")]).await;
+    let port = node.metrics.expect("metrics port");
+    let tokens_in = metric(port, "weir_llm_tokens_total", &[("stage", name), ("model", "fake-model"), ("direction", "input")]).await;
+    let tokens_out = metric(port, "weir_llm_tokens_total", &[("stage", name), ("model", "fake-model"), ("direction", "output")]).await;
+    let cost = metric(port, "weir_llm_cost_usd_total", &[("stage", name), ("model", "fake-model")]).await;
     println!(
         "llm schema: sent {n}, delivered {}, dead-lettered {} ({permanent} permanent after a corrective retry), lost {lost}, requests {} ({} corrective, {told_why} with the validation error), tokens in {tokens_in} out {tokens_out}, cost ${cost}",
         delivered.len(),
@@ -167,10 +167,10 @@ async fn cache_hits_skip_the_provider() {
     send(&node, "llm-cache-in", n, |_| "same".into(), |id| serde_json::json!({"text": if id % 2 == 0 {"alpha"} else {"beta"}})).await;
     let out = collect_unique(&node.transport, "llm-cache-out", n as usize).await;
     wait_fully_committed(&node, name, "llm-cache-in").await;
-    let admin = node.admin.expect("admin");
-    let hits = metric(admin, "weir_llm_cache_total", &[("stage", name), ("result", "hit")]).await;
-    let misses = metric(admin, "weir_llm_cache_total", &[("stage", name), ("result", "miss")]).await;
-    let input = metric(admin, "weir_llm_tokens_total", &[("stage", name), ("direction", "input")]).await;
+    let port = node.metrics.expect("metrics port");
+    let hits = metric(port, "weir_llm_cache_total", &[("stage", name), ("result", "hit")]).await;
+    let misses = metric(port, "weir_llm_cache_total", &[("stage", name), ("result", "miss")]).await;
+    let input = metric(port, "weir_llm_tokens_total", &[("stage", name), ("direction", "input")]).await;
     println!("llm cache: sent {n}, received {}, hits {hits}, misses {misses}, input tokens {input}", out.len());
     assert_eq!(out.len(), n as usize);
     assert!(out.iter().all(|r| json(r)["answer"] == "cached reply"));
@@ -201,7 +201,7 @@ async fn anthropic_and_gemini_wire_formats() {
     std::env::set_var("WEIR_TEST_GEMINI_KEY", "gm-test");
     let yaml = format!(
         r#"
-admin: {{listen: "127.0.0.1:0"}}
+metrics: {{listen: "127.0.0.1:0"}}
 topics:
   wire-in: {{partitions: 2}}
   wire-mid: {{partitions: 2}}
@@ -236,9 +236,9 @@ stages:
     let both = out.iter().filter(|r| json(r)["claude"] == "from claude" && json(r)["gemini"] == "from gemini").count();
     let claude = service.seen_under("/v1/messages");
     let gemini = service.seen_under("/v1beta/models/gem-test:generateContent");
-    let admin = node.admin.expect("admin");
-    let claude_in = metric(admin, "weir_llm_tokens_total", &[("stage", "wire-claude"), ("direction", "input")]).await;
-    let gemini_out = metric(admin, "weir_llm_tokens_total", &[("stage", "wire-gemini"), ("direction", "output")]).await;
+    let port = node.metrics.expect("metrics port");
+    let claude_in = metric(port, "weir_llm_tokens_total", &[("stage", "wire-claude"), ("direction", "input")]).await;
+    let gemini_out = metric(port, "weir_llm_tokens_total", &[("stage", "wire-gemini"), ("direction", "output")]).await;
     println!("llm wire: sent {n}, received {} ({both} with both answers), anthropic requests {}, gemini requests {}, claude tokens in {claude_in}, gemini tokens out {gemini_out}", out.len(), claude.len(), gemini.len());
     assert_eq!(both, n as usize);
     assert_eq!((claude.len(), gemini.len()), (n as usize, n as usize));

@@ -119,11 +119,11 @@ async fn handle(State(inner): State<Arc<Inner>>, method: Method, uri: Uri, heade
     response
 }
 
-/// The value of the one sample `name{labels…}` on a node's `/metrics` (0 when absent).
-pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+/// The value of the one sample `name{labels…}` on a node's metrics port `/metrics` (0 when absent).
+pub async fn metric(port: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = weir::net::client()
         .expect("client")
-        .get(format!("http://{admin}/metrics"))
+        .get(format!("http://{port}/metrics"))
         .send()
         .await
         .expect("GET /metrics")
