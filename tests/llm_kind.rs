@@ -260,3 +260,33 @@ stages:
     assert_eq!(gemini_out, 2.0 * n as f64);
     node.shutdown().await;
 }
+
+/// `requests_per_second: 5` (a burst of 5): 15 calls cannot all arrive within the first
+/// 2 s — (15 - 5) / 5 s separate the first release from the last (asserted with slack for a
+/// loaded machine delaying single arrivals; without the limit they arrive within milliseconds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_per_second_is_a_ceiling() {
+    let service = MockService::start(|_, _| {
+        Reply::json(serde_json::json!({"choices": [{"message": {"content": "ok"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}))
+    })
+    .await;
+    let name = "llm-rps";
+    let config = format!(
+        r#"      provider: {{kind: openai, base_url: "{}/v1", model: rps-model}}
+      prompt: "Say ok {{id}}"
+      into: answer
+      requests_per_second: 5"#,
+        service.url()
+    );
+    let node = start(&topology(name, &config), Options::default()).await;
+    let n = 15;
+    send(&node, "llm-rps-in", n, |id| format!("k{id}"), |_| serde_json::json!({})).await;
+    let out = collect_unique(&node.transport, "llm-rps-out", n as usize).await;
+    let times: Vec<_> = service.seen().iter().map(|s| s.at).collect();
+    let span = times.iter().max().copied().zip(times.iter().min().copied()).map(|(last, first)| last - first).unwrap_or_default();
+    println!("llm rps: sent {n}, received {}, calls {}, first to last call {span:?} (the limit allows no less than 2 s)", out.len(), times.len());
+    assert_eq!(out.len(), n as usize);
+    assert_eq!(times.len(), n as usize);
+    assert!(span >= std::time::Duration::from_millis(1500), "{span:?}");
+    node.shutdown().await;
+}
