@@ -24,3 +24,4 @@ pub mod actors;
 pub mod runtime;
 pub mod telemetry;
 pub mod cli;
+pub mod connectors;

@@ -11,13 +11,19 @@
 //!   [`Output::business`], routed like any other.
 
 pub mod delay;
+pub mod embed;
 pub mod filter;
+pub mod http;
+pub mod llm;
 pub mod log;
 pub mod passthrough;
 pub mod payload;
 mod registry;
+pub mod retry_after;
 pub mod router;
 pub mod skeji;
+pub mod sql;
+pub mod template;
 
 pub use registry::Registry;
 
@@ -61,6 +67,15 @@ pub enum StageError {
     /// Will fail however often it is tried (malformed input, a rejected request).
     #[error("{0}")]
     Permanent(String),
+}
+
+impl From<crate::connectors::ServiceError> for StageError {
+    fn from(e: crate::connectors::ServiceError) -> Self {
+        match e {
+            crate::connectors::ServiceError::Transient { reason, .. } => StageError::Transient(reason),
+            crate::connectors::ServiceError::Permanent(reason) => StageError::Permanent(reason),
+        }
+    }
 }
 
 impl StageError {

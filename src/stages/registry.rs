@@ -43,6 +43,10 @@ impl Registry {
         r.register_stage::<super::filter::Filter>();
         r.register_stage::<super::log::Log>();
         r.register_stage::<super::delay::Delay>();
+        r.register_stage::<super::http::Http>();
+        r.register_stage::<super::llm::Llm>();
+        r.register_stage::<super::embed::Embed>();
+        r.register_stage::<super::sql::Sql>();
         r.register_ingress::<crate::ingress::http_json::HttpJson>();
         super::skeji::register(&mut r);
         r

@@ -50,6 +50,7 @@ pub async fn render(stats: &NodeStats, healthy: bool, info: &BuildInfo, transpor
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(KindCounters::snapshot()));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::warn!(error = %e, "encoding metrics failed");
@@ -272,4 +273,79 @@ fn borrow<'a>(rows: &'a [(Vec<(&'static str, String)>, u64)]) -> Vec<(Labels<'a>
 
 fn borrow_i<'a>(rows: &'a [(Vec<(&'static str, String)>, i64)]) -> Vec<(Labels<'a>, i64)> {
     rows.iter().map(|(l, v)| (l.iter().map(|(k, s)| (*k, s.as_str())).collect(), *v)).collect()
+}
+
+/// A counter a stage kind owns (the `llm` kind's tokens, cost and cache lookups). Kinds
+/// get theirs from [`kind_counter`] when they are built; `/metrics` renders them all.
+/// Values are `f64` (cost in USD is fractional), stored as bits in an atomic.
+#[derive(Debug, Default)]
+pub struct KindCounter(std::sync::atomic::AtomicU64);
+
+impl KindCounter {
+    pub fn add(&self, v: f64) {
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(current) + v).to_bits();
+            match self.0.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+type KindLabels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Default)]
+struct KindFamily {
+    help: &'static str,
+    rows: std::collections::BTreeMap<KindLabels, Arc<KindCounter>>,
+}
+
+/// Process-wide, keyed by family and labels: a stage rebuilt after a restart keeps
+/// counting on the same counter.
+static KIND_COUNTERS: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeMap<&'static str, KindFamily>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The counter `name` (without `_total`) with `labels`, created on first use.
+pub fn kind_counter(name: &'static str, help: &'static str, labels: &[(&'static str, &str)]) -> Arc<KindCounter> {
+    let labels: KindLabels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut families = KIND_COUNTERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let family = families.entry(name).or_insert_with(|| KindFamily { help, rows: Default::default() });
+    family.rows.entry(labels).or_default().clone()
+}
+
+/// One family at scrape time: name, help, and each label set's value.
+type KindFamilySnapshot = (&'static str, &'static str, Vec<(KindLabels, f64)>);
+
+#[derive(Debug)]
+struct KindCounters(Vec<KindFamilySnapshot>);
+
+impl KindCounters {
+    fn snapshot() -> Self {
+        let families = KIND_COUNTERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        KindCounters(
+            families
+                .iter()
+                .map(|(name, f)| (*name, f.help, f.rows.iter().map(|(l, c)| (l.clone(), c.get())).collect()))
+                .collect(),
+        )
+    }
+}
+
+impl prometheus_client::collector::Collector for KindCounters {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        for (name, help, rows) in &self.0 {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, v) in rows {
+                let labels: Labels<'_> = labels.iter().map(|(k, s)| (*k, s.as_str())).collect();
+                ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
