@@ -13,11 +13,17 @@
 //! - **Drain** (revocation, shutdown, restart): stop reading, let delivered records
 //!   finish until `drain_timeout`, commit what is complete, stop. What did not finish is
 //!   read again by the next owner from the committed offset: nothing is lost.
+//!   At the deadline the partition's [`PartitionFence`] closes: a record still running
+//!   never queues its outputs (a cancellable kind is interrupted), so nothing of this
+//!   partition is produced after the revocation is acknowledged — the new owner's outputs
+//!   of a key are never interleaved with ours. Records whose outputs were already queued
+//!   get [`FENCE_GRACE`] more to be accepted; the wait ends then whatever is left.
 //! - **Quiesce** (exactly-once checkpoints): hold new records back, let the running ones
 //!   finish, record the offset, reply; `Resume` lets the held records go.
 
 use super::key_lanes::KeyLanes;
 use super::offsets::OffsetTracker;
+use super::processing::PartitionFence;
 use super::stage_actor::{Process, RecordOutcome, StageActor};
 use super::stats::StageStats;
 use crate::envelope::{Record, TopicPartition};
@@ -28,6 +34,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// After the drain deadline closed the fence: how long records whose outputs are already
+/// queued get to be accepted before the partition stops anyway. The whole drain is thus
+/// bounded by `drain_timeout + FENCE_GRACE`.
+pub const FENCE_GRACE: Duration = Duration::from_secs(2);
 
 /// Stop reading, finish, commit, stop. Replies when the actor has stopped.
 #[derive(Message)]
@@ -83,6 +94,8 @@ pub struct PartitionConsumer {
     owner: Recipient<PartitionExited>,
     stats: Arc<StageStats>,
     gauges: Arc<super::stats::PartitionGauges>,
+    /// Closed at the drain deadline and when the actor stops.
+    fence: PartitionFence,
 }
 
 impl PartitionConsumer {
@@ -117,6 +130,7 @@ impl PartitionConsumer {
             failure: None,
             owner,
             stats,
+            fence: PartitionFence::default(),
         }
     }
 
@@ -166,7 +180,7 @@ impl PartitionConsumer {
             return;
         }
         self.running += 1;
-        self.stage.do_send(Process { record, permit, reply_to: ctx.address().recipient() });
+        self.stage.do_send(Process { record, permit, reply_to: ctx.address().recipient(), fence: self.fence.clone() });
     }
 
     fn on_accepted(&mut self, offset: i64, accepted: Result<(), TransportError>, ctx: &mut Context<Self>) {
@@ -287,12 +301,25 @@ impl PartitionConsumer {
 
     fn finish_by_deadline(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(self.settings.drain_timeout, |act, ctx| {
-            if !act.finishing {
-                tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
-                    "drain timed out; committing what is complete");
-                act.lanes.clear();
-                act.finish(ctx);
+            if act.finishing {
+                return;
             }
+            // From here on no record of this partition queues an output.
+            act.fence.close();
+            act.lanes.clear();
+            if act.running == 0 {
+                act.finish(ctx);
+                return;
+            }
+            tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
+                "drain timed out; fenced the running records, waiting for outputs already queued");
+            ctx.run_later(FENCE_GRACE, |act, ctx| {
+                if !act.finishing {
+                    tracing::warn!(partition = %act.tp, running = act.running,
+                        "records still running after the fence grace; committing what is complete");
+                    act.finish(ctx);
+                }
+            });
         });
     }
 }
@@ -307,6 +334,8 @@ impl Actor for PartitionConsumer {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Whatever stopped it, records still running must not produce for this partition.
+        self.fence.close();
         self.stats.release_partition(&self.tp, &self.gauges);
         tracing::debug!(stage = %self.settings.stage, partition = %self.tp,
             committed = ?self.tracker.committed(), "partition consumer stopped");

@@ -45,11 +45,44 @@ impl Stopping {
     }
 }
 
+/// Closed when a partition's records may no longer produce: its revocation reached the
+/// drain deadline (or its consumer stopped). A record checks it right before its outputs
+/// are queued, so nothing of a given-up partition is queued after the member let go of it;
+/// cancellable kinds are also interrupted while in `handle`.
+#[derive(Clone)]
+pub struct PartitionFence(Arc<watch::Sender<bool>>);
+
+impl Default for PartitionFence {
+    fn default() -> Self {
+        PartitionFence(Arc::new(watch::channel(false).0))
+    }
+}
+
+impl PartitionFence {
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once closed.
+    pub async fn closed(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so `wait_for` only returns once the fence closed.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+}
+
 pub enum Processed {
     /// The outputs (or the dead letter) are queued in order; `Acks` resolve on acceptance.
     Enqueued(Acks),
     /// Shutdown interrupted the record; it is not complete and will be delivered again.
     Abandoned,
+    /// Its partition was revoked before its outputs were queued: nothing was queued, and
+    /// the partition's next owner handles it.
+    Fenced,
     /// The stage panicked on the record; the stage must be restarted.
     StageFailed(String),
 }
@@ -109,7 +142,7 @@ impl RecordProcessor {
         &self.poison
     }
 
-    pub async fn process(&self, record: Record) -> Processed {
+    pub async fn process(&self, record: Record, fence: &PartitionFence) -> Processed {
         StageStats::add(&self.stats.consumed, 1);
         StageStats::add_by_topic(&self.stats.consumed_by_topic, &record.topic, 1);
         // One boxed future either way: the record path's state machine is large, and
@@ -119,7 +152,7 @@ impl RecordProcessor {
         } else {
             None
         };
-        let work = Box::pin(self.process_record(record));
+        let work = Box::pin(self.process_record(record, fence));
         match span {
             Some(span) => {
                 let processed = tracing::Instrument::instrument(work, span.clone()).await;
@@ -130,18 +163,18 @@ impl RecordProcessor {
         }
     }
 
-    async fn process_record(&self, record: Record) -> Processed {
+    async fn process_record(&self, record: Record, fence: &PartitionFence) -> Processed {
         let started = std::time::Instant::now();
         if let Some((count, message)) = self.poison.get(&record) {
             if count >= self.plan.retry.attempts {
                 self.poison.forget(&record);
                 let reason = format!("stage panicked {count} times on this record: {message}");
-                return self.dead_letter(&record, "panic", &reason, count).await;
+                return self.dead_letter(&record, "panic", &reason, count, fence).await;
             }
         }
         if self.checks.declares(&record.topic) {
             if let Err(reason) = self.checks.check_bytes(&record.topic, &record.payload) {
-                return self.dead_letter(&record, "permanent", &reason, 0).await;
+                return self.dead_letter(&record, "permanent", &reason, 0, fence).await;
             }
         }
         let mut attempt = 1;
@@ -151,6 +184,7 @@ impl RecordProcessor {
                 tokio::select! {
                     _ = limiter.until_ready() => {}
                     _ = self.stopping.sleep_or_stop(Duration::from_secs(3600)) => return Processed::Abandoned,
+                    _ = fence.closed() => return Processed::Fenced,
                 }
                 StageStats::add(&self.stats.rate_limit_wait_ns, waiting.elapsed().as_nanos() as u64);
             }
@@ -163,6 +197,7 @@ impl RecordProcessor {
                     tokio::select! {
                         r = self.stage.handle(&record, &cx) => r,
                         _ = self.stopping.sleep_or_stop(Duration::from_secs(365 * 24 * 3600)) => return Processed::Abandoned,
+                        _ = fence.closed() => return Processed::Fenced,
                     }
                 } else {
                     self.stage.handle(&record, &cx).await
@@ -174,23 +209,24 @@ impl RecordProcessor {
                 Ok(_) => {}
             }
             match result {
-                Ok(outputs) => return self.emit(&record, outputs, attempt, started).await,
+                Ok(outputs) => return self.emit(&record, outputs, attempt, started, fence).await,
                 Err(StageError::Transient(reason)) if attempt < self.plan.retry.attempts => {
                     StageStats::add(&self.stats.retried, 1);
                     let wait = self.plan.retry.delay(attempt);
                     tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
                         offset = record.offset, attempt, ?wait, %reason, "transient failure; retrying");
-                    if self.stopping.sleep_or_stop(wait).await {
-                        return Processed::Abandoned;
+                    tokio::select! {
+                        stopped = self.stopping.sleep_or_stop(wait) => if stopped { return Processed::Abandoned },
+                        _ = fence.closed() => return Processed::Fenced,
                     }
                     attempt += 1;
                 }
                 Err(StageError::Transient(reason)) => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    return self.dead_letter(&record, "transient", &reason, attempt).await;
+                    return self.dead_letter(&record, "transient", &reason, attempt, fence).await;
                 }
                 Err(StageError::Permanent(reason)) => {
-                    return self.dead_letter(&record, "permanent", &reason, attempt).await;
+                    return self.dead_letter(&record, "permanent", &reason, attempt, fence).await;
                 }
             }
         }
@@ -202,11 +238,14 @@ impl RecordProcessor {
         outputs: Vec<crate::stages::Output>,
         attempt: u32,
         started: std::time::Instant,
+        fence: &PartitionFence,
     ) -> Processed {
         let business = outputs.iter().filter(|o| o.business.is_some()).count() as u64;
         let mut records = match self.out.prepare(record, outputs, attempt) {
             Ok(r) => r,
-            Err(reason) => return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt).await,
+            Err(reason) => {
+                return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt, fence).await
+            }
         };
         if crate::telemetry::trace::enabled() {
             // The outputs continue the trace under this stage's span, not its parent's.
@@ -216,6 +255,11 @@ impl RecordProcessor {
                     crate::telemetry::trace::inject(&span, &mut r.headers);
                 }
             }
+        }
+        // Checked right before queueing, with no await in between: once the partition's
+        // revocation passed its drain deadline, none of its outputs is queued any more.
+        if fence.is_closed() {
+            return Processed::Fenced;
         }
         let n = records.len() as u64;
         for r in &records {
@@ -243,11 +287,21 @@ impl RecordProcessor {
                 )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
-            Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt).await,
+            Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt, fence).await,
         }
     }
 
-    async fn dead_letter(&self, record: &Record, class: &str, reason: &str, attempts: u32) -> Processed {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        class: &str,
+        reason: &str,
+        attempts: u32,
+        fence: &PartitionFence,
+    ) -> Processed {
+        if fence.is_closed() {
+            return Processed::Fenced;
+        }
         let Some(dead) = self.out.dead_letter(record, class, reason, attempts) else {
             // No DLQ configured: say loudly what is skipped, so it can be found and replayed.
             StageStats::add(&self.stats.dropped, 1);
