@@ -3,8 +3,15 @@
 
 mod support;
 
+#[path = "../common/kinds.rs"]
+#[allow(dead_code)]
+mod kinds;
+mod nodes;
+
 mod crash;
 mod jaeger;
 mod rebalance;
+mod revocation;
 mod skeji;
 mod throughput;
+mod txn_abort;
