@@ -96,6 +96,9 @@ pub struct PartitionConsumer {
     gauges: Arc<super::stats::PartitionGauges>,
     /// Closed at the drain deadline and when the actor stops.
     fence: PartitionFence,
+    /// The drain deadline passed and the fence is closed: only records whose outputs are
+    /// queued are waited for.
+    fenced: bool,
 }
 
 impl PartitionConsumer {
@@ -131,6 +134,7 @@ impl PartitionConsumer {
             owner,
             stats,
             fence: PartitionFence::default(),
+            fenced: false,
         }
     }
 
@@ -261,7 +265,9 @@ impl PartitionConsumer {
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
         self.check_quiesced(ctx);
         let stopping = !self.draining.is_empty() || self.failure.is_some();
-        if stopping && self.running == 0 && !self.finishing {
+        // Once fenced, records still in `handle` can no longer produce: not waited for.
+        let settled = self.running == 0 || (self.fenced && self.fence.sending() == 0);
+        if stopping && settled && !self.finishing {
             self.finish(ctx);
         }
     }
@@ -306,17 +312,18 @@ impl PartitionConsumer {
             }
             // From here on no record of this partition queues an output.
             act.fence.close();
+            act.fenced = true;
             act.lanes.clear();
-            if act.running == 0 {
-                act.finish(ctx);
+            tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
+                sending = act.fence.sending(), "drain timed out; fenced the running records");
+            act.check_drained(ctx);
+            if act.finishing {
                 return;
             }
-            tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
-                "drain timed out; fenced the running records, waiting for outputs already queued");
             ctx.run_later(FENCE_GRACE, |act, ctx| {
                 if !act.finishing {
-                    tracing::warn!(partition = %act.tp, running = act.running,
-                        "records still running after the fence grace; committing what is complete");
+                    tracing::warn!(partition = %act.tp, sending = act.fence.sending(),
+                        "outputs still not accepted after the fence grace; committing what is complete");
                     act.finish(ctx);
                 }
             });

@@ -48,30 +48,60 @@ impl Stopping {
 /// Closed when a partition's records may no longer produce: its revocation reached the
 /// drain deadline (or its consumer stopped). A record checks it right before its outputs
 /// are queued, so nothing of a given-up partition is queued after the member let go of it;
-/// cancellable kinds are also interrupted while in `handle`.
+/// cancellable kinds are also interrupted while in `handle`. It also counts the records
+/// past that check whose outputs are not accepted yet: those are what the partition still
+/// waits for after closing it (records still in `handle` can no longer produce).
 #[derive(Clone)]
-pub struct PartitionFence(Arc<watch::Sender<bool>>);
+pub struct PartitionFence(Arc<FenceState>);
+
+struct FenceState {
+    closed: watch::Sender<bool>,
+    sending: std::sync::atomic::AtomicUsize,
+}
 
 impl Default for PartitionFence {
     fn default() -> Self {
-        PartitionFence(Arc::new(watch::channel(false).0))
+        PartitionFence(Arc::new(FenceState { closed: watch::channel(false).0, sending: Default::default() }))
     }
 }
 
 impl PartitionFence {
     pub fn close(&self) {
-        self.0.send_replace(true);
+        self.0.closed.send_replace(true);
     }
 
     pub fn is_closed(&self) -> bool {
-        *self.0.borrow()
+        *self.0.closed.borrow()
     }
 
     /// Resolves once closed.
     pub async fn closed(&self) {
-        let mut rx = self.0.subscribe();
+        let mut rx = self.0.closed.subscribe();
         // The sender lives in `self`, so `wait_for` only returns once the fence closed.
         let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Records past the check whose outputs are queued or being queued, not yet accepted.
+    pub fn sending(&self) -> usize {
+        self.0.sending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `None` once closed; otherwise the record may queue its outputs, and counts as
+    /// sending until the guard is dropped (when its outputs were accepted or refused).
+    fn begin_send(&self) -> Option<SendGuard> {
+        if self.is_closed() {
+            return None;
+        }
+        self.0.sending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(SendGuard(self.0.clone()))
+    }
+}
+
+struct SendGuard(Arc<FenceState>);
+
+impl Drop for SendGuard {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -258,9 +288,9 @@ impl RecordProcessor {
         }
         // Checked right before queueing, with no await in between: once the partition's
         // revocation passed its drain deadline, none of its outputs is queued any more.
-        if fence.is_closed() {
+        let Some(sending) = fence.begin_send() else {
             return Processed::Fenced;
-        }
+        };
         let n = records.len() as u64;
         for r in &records {
             StageStats::add_by_topic(&self.stats.produced_by_topic, &r.topic, 1);
@@ -274,6 +304,7 @@ impl RecordProcessor {
                 let origin_ms = crate::envelope::origin_ms(&record.headers);
                 Processed::Enqueued(
                     acks.map(move |accepted| {
+                        drop(sending);
                         if accepted.is_ok() {
                             stats.processing.observe(started.elapsed().as_secs_f64());
                             if let Some(origin) = origin_ms {
@@ -287,7 +318,10 @@ impl RecordProcessor {
                 )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
-            Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt, fence).await,
+            Err(SendError::Refused(e)) => {
+                drop(sending);
+                self.dead_letter(record, "permanent", &e.to_string(), attempt, fence).await
+            }
         }
     }
 
@@ -299,9 +333,9 @@ impl RecordProcessor {
         attempts: u32,
         fence: &PartitionFence,
     ) -> Processed {
-        if fence.is_closed() {
+        let Some(sending) = fence.begin_send() else {
             return Processed::Fenced;
-        }
+        };
         let Some(dead) = self.out.dead_letter(record, class, reason, attempts) else {
             // No DLQ configured: say loudly what is skipped, so it can be found and replayed.
             StageStats::add(&self.stats.dropped, 1);
@@ -318,7 +352,13 @@ impl RecordProcessor {
             Ok(acks) => {
                 StageStats::add(&self.stats.dead_lettered, 1);
                 StageStats::add_by_topic(&self.stats.dead_lettered_by_topic, &dlq_topic, 1);
-                Processed::Enqueued(acks)
+                Processed::Enqueued(
+                    acks.map(move |accepted| {
+                        drop(sending);
+                        accepted
+                    })
+                    .boxed(),
+                )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
             // The DLQ itself refused the record: fail the partition rather than lose it.
