@@ -109,6 +109,7 @@ impl PartitionConsumer {
         settings: Arc<PartitionSettings>,
         owner: Recipient<PartitionExited>,
         stats: Arc<StageStats>,
+        fence: PartitionFence,
     ) -> Self {
         let tp = stream.topic_partition().clone();
         PartitionConsumer {
@@ -133,7 +134,7 @@ impl PartitionConsumer {
             failure: None,
             owner,
             stats,
-            fence: PartitionFence::default(),
+            fence,
             fenced: false,
         }
     }

@@ -21,6 +21,7 @@
 //! or wedged.
 
 use super::partition_consumer::{Drain, PartitionConsumer, PartitionExited, PartitionSettings, Quiesce, Resume, FENCE_GRACE};
+use super::processing::PartitionFence;
 use super::stage_actor::{StageActor, StageFailed};
 use super::stats::StageStats;
 use crate::envelope::TopicPartition;
@@ -28,7 +29,7 @@ use crate::transport::{AssignedPartition, GroupEvent, GroupMember, Transaction, 
 use actix::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -78,6 +79,15 @@ pub struct StageConsumer {
     /// A checkpoint failed and the transaction was aborted: nothing is resumed, recorded
     /// or committed any more; the supervisor restarts the stage.
     aborted: bool,
+    /// The fence of each assigned partition, shared with the membership task, which
+    /// closes a revoked partition's fence right before acknowledging, on every path.
+    fences: Fences,
+}
+
+type Fences = Arc<Mutex<HashMap<TopicPartition, PartitionFence>>>;
+
+fn lock(fences: &Fences) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, PartitionFence>> {
+    fences.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl StageConsumer {
@@ -113,6 +123,7 @@ impl StageConsumer {
             transaction,
             checkpointing: false,
             aborted: false,
+            fences: Arc::default(),
         }
     }
 
@@ -206,6 +217,8 @@ async fn run_membership(
     mut leave: oneshot::Receiver<oneshot::Sender<()>>,
     stats: Arc<StageStats>,
     revoke_within: Duration,
+    fences: Fences,
+    transaction: Option<Arc<dyn Transaction>>,
 ) {
     loop {
         tokio::select! {
@@ -220,6 +233,19 @@ async fn run_membership(
                     if tokio::time::timeout(revoke_within, addr.send(Revoke(partitions))).await.is_err() {
                         tracing::warn!(partitions = ?revoked.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                             ?revoke_within, "revocation not handled in time; acknowledging it anyway");
+                        // Not ours to commit any more (at worst their outputs repeat).
+                        if let Some(txn) = &transaction {
+                            txn.forget(&revoked);
+                        }
+                    }
+                    // Whatever happened above: nothing of these is queued after the ack.
+                    {
+                        let mut fences = lock(&fences);
+                        for tp in &revoked {
+                            if let Some(fence) = fences.remove(tp) {
+                                fence.close();
+                            }
+                        }
                     }
                     stats.note_revoked(&revoked, crate::envelope::now_ms());
                     done.ack();
@@ -273,11 +299,12 @@ impl Actor for StageConsumer {
         let addr = ctx.address();
         let stats = self.stats.clone();
         let revoke_within = revoke_bound(self.settings.drain_timeout);
+        let fences = self.fences.clone();
         tokio::spawn(async move {
-            match transport.join(&group, &topics, &member_id, transaction).await {
+            match transport.join(&group, &topics, &member_id, transaction.clone()).await {
                 Ok(member) => {
                     stats.joined.store(true, Ordering::Relaxed);
-                    run_membership(member, addr, leave_rx, stats, revoke_within).await
+                    run_membership(member, addr, leave_rx, stats, revoke_within, fences, transaction).await
                 }
                 Err(e) => addr.do_send(MemberFailed(format!("joining group `{group}` failed: {e}"))),
             }
@@ -296,6 +323,8 @@ impl Handler<Assign> for StageConsumer {
         }
         for AssignedPartition { stream, committer } in parts {
             let tp = stream.topic_partition().clone();
+            let fence = PartitionFence::default();
+            lock(&self.fences).insert(tp.clone(), fence.clone());
             let consumer = PartitionConsumer::new(
                 stream,
                 committer,
@@ -303,6 +332,7 @@ impl Handler<Assign> for StageConsumer {
                 self.settings.clone(),
                 ctx.address().recipient(),
                 self.stats.clone(),
+                fence.clone(),
             );
             tracing::info!(stage = %self.stage, partition = %tp, "partition assigned");
             self.partitions.insert(tp, consumer.start());
