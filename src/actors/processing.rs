@@ -318,6 +318,11 @@ impl RecordProcessor {
                 )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
+            Err(SendError::TransactionGone(e)) => {
+                tracing::debug!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+                    offset = record.offset, error = %e, "outputs refused by the stage's transaction; the record is processed again");
+                Processed::Abandoned
+            }
             Err(SendError::Refused(e)) => {
                 drop(sending);
                 self.dead_letter(record, "permanent", &e.to_string(), attempt, fence).await
@@ -360,7 +365,7 @@ impl RecordProcessor {
                     .boxed(),
                 )
             }
-            Err(SendError::Stopped) => Processed::Abandoned,
+            Err(SendError::Stopped | SendError::TransactionGone(_)) => Processed::Abandoned,
             // The DLQ itself refused the record: fail the partition rather than lose it.
             Err(SendError::Refused(e)) => Processed::Enqueued(futures::future::ready(Err(e)).boxed()),
         }

@@ -398,10 +398,14 @@ impl Handler<StopConsumer> for StageConsumer {
         let checkpoint = self.barrier();
         let drained = self.drain(&all);
         let leave = self.leave.take();
-        let stage = self.stage.clone();
+        let (stage, stats) = (self.stage.clone(), self.stats.clone());
         Box::pin(
             async move {
                 if let Err(e) = checkpoint.await {
+                    StageStats::add(&stats.transaction_aborts, 1);
+                    if matches!(e, TransportError::Fenced(_)) {
+                        StageStats::add(&stats.transactions_fenced, 1);
+                    }
                     tracing::error!(%stage, error = %e, "final transaction commit failed; its records will be processed again");
                 }
                 drained.await;

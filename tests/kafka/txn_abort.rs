@@ -126,3 +126,60 @@ async fn exactly_once_aborted_transaction_loses_and_duplicates_nothing() {
     assert_eq!(v.duplicated, 0);
     assert_eq!(v.keys_out_of_order, 0);
 }
+
+/// Another instance with the same `transactional.id` takes over mid-stream (the test opens
+/// a transaction under the stage's id, which fences the node's producer). The fenced
+/// member stops producing, the supervisor restarts it (re-initialising transactions fences
+/// the intruder in turn), and the records of the fenced transaction are processed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_fenced_by_a_second_instance_loses_and_duplicates_nothing() {
+    let p = unique("fence");
+    let t = transport();
+    let (input, output) = (format!("{p}-in"), format!("{p}-out"));
+    t.ensure_topics(&[topic(&input, 4), topic(&output, 4)]).await.expect("topics");
+    let instance = format!("{p}-instance");
+    let node = crate::nodes::start(&eos_topology(&p), &instance).await;
+
+    let n = 4_000u64;
+    produce_range(&t, &input, 0, n / 2, 40).await;
+    read_ids(&t, &output, 200, Duration::from_secs(120)).await;
+    // The id the supervisor gives the stage's transactions: weir-<topology>-<stage>-<instance>.
+    let intruder = t.transaction(&format!("weir-{p}-copy-{instance}")).expect("transaction").expect("kafka has transactions");
+    intruder.commit().await.expect("the intruder's (empty) transaction commits");
+    produce_range(&t, &input, n / 2, n, 40).await;
+
+    let stats = node.stats.stage("copy");
+    read_ids(&t, &output, n as usize, Duration::from_secs(240)).await;
+    let committed_all = async {
+        for part in 0..4 {
+            let tp = TopicPartition::new(input.as_str(), part);
+            let end = t.end_offset(&tp).await.expect("end offset");
+            loop {
+                if t.committed(&format!("{p}-copy"), &tp).await.ok().flatten().is_some_and(|c| c >= end) {
+                    break;
+                }
+                let notified = stats.commit_notify.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), committed_all).await.expect("the input is committed to its end");
+    let out = read_whole(&t, &output, 4, n).await;
+    let v = verdict(n, &out);
+    let aborts = StageStats::get(&stats.transaction_aborts);
+    println!(
+        "kafka exactly-once fenced by a second instance: sent {}, received {}, lost {}, duplicated {}, aborts seen {aborts} \
+         (fenced {}), restarts {}",
+        v.sent,
+        v.received,
+        v.lost,
+        v.duplicated,
+        StageStats::get(&stats.transactions_fenced),
+        StageStats::get(&stats.restarts),
+    );
+    assert_eq!(node.shutdown().await.code, 0);
+    assert!(aborts >= 1, "the fenced transaction was counted as aborted");
+    assert_eq!(v.lost, 0);
+    assert_eq!(v.duplicated, 0);
+    assert_eq!(v.keys_out_of_order, 0);
+}

@@ -89,7 +89,11 @@ impl KafkaTransaction {
     }
 
     fn finished(&self) -> TransportError {
-        TransportError::TransactionAborted(format!("transaction `{}` was aborted earlier; the stage restarts", self.id))
+        let what = format!("transaction `{}` was aborted earlier; the stage restarts", self.id);
+        match self.producer.inner().client().fatal_error() {
+            Some((code, reason)) => TransportError::Fenced(format!("{what} ({code:?}: {reason})")),
+            None => TransportError::TransactionAborted(what),
+        }
     }
 
     /// Marks the transaction finished and discards its recorded offsets.
@@ -139,7 +143,19 @@ impl Producer for TxnProducer {
         if self.0.failed.load(Ordering::SeqCst) {
             return Err(EnqueueError { error: self.0.finished(), record });
         }
-        self.0.producer.enqueue(record).await
+        match self.0.producer.enqueue(record).await {
+            Ok(ack) => Ok(ack),
+            Err(EnqueueError { error, record }) => match self.0.producer.inner().client().fatal_error() {
+                // Fenced (or otherwise unusable): retrying would spin; nothing more is produced
+                // through this transaction and the stage restarts with a fresh one.
+                Some((code, reason)) => {
+                    self.0.fail();
+                    tracing::warn!(transactional_id = %self.0.id, ?code, %reason, "transactional producer is fenced");
+                    Err(EnqueueError { error: TransportError::Fenced(format!("{code:?}: {reason}")), record })
+                }
+                None => Err(EnqueueError { error, record }),
+            },
+        }
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), TransportError> {
