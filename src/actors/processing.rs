@@ -371,3 +371,24 @@ impl RecordProcessor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionFence;
+
+    #[tokio::test]
+    async fn a_closed_fence_admits_no_send_and_counts_the_ones_in_flight() {
+        let fence = PartitionFence::default();
+        let first = fence.begin_send().expect("open: may send");
+        let second = fence.begin_send().expect("open: may send");
+        assert_eq!(fence.sending(), 2);
+        fence.close();
+        assert!(fence.begin_send().is_none(), "closed: nothing more is queued");
+        assert_eq!(fence.sending(), 2, "the two already sending are still waited for");
+        drop(first);
+        drop(second);
+        assert_eq!(fence.sending(), 0);
+        // `closed` resolves at once for a closed fence (bounded, so a bug fails instead of hanging).
+        tokio::time::timeout(std::time::Duration::from_secs(5), fence.closed()).await.expect("closed resolves");
+    }
+}
