@@ -46,8 +46,8 @@ pub struct KafkaTransaction {
     offsets: Mutex<HashMap<TopicPartition, i64>>,
     consumer: Mutex<Option<Weak<dyn GroupMetadataSource>>>,
     me: Weak<KafkaTransaction>,
-    /// Aborted for good (see the module docs); set before the abort is sent, so nothing
-    /// is queued into the transaction that follows it.
+    /// Aborted for good (see the module docs): set as soon as a failure is known, after
+    /// which nothing is queued, recorded or committed through this transaction.
     failed: AtomicBool,
 }
 
