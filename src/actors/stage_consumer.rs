@@ -281,7 +281,9 @@ impl Actor for StageConsumer {
         let transaction = self.transaction.clone();
         if self.transaction.is_some() {
             ctx.run_interval(self.settings.commit.interval, |act, ctx| {
-                if act.checkpointing {
+                // Stopping: `StopConsumer` makes the final checkpoint; a periodic one would
+                // resume partitions it is draining.
+                if act.checkpointing || act.stopping || act.aborted {
                     return;
                 }
                 act.checkpointing = true;

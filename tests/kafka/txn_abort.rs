@@ -8,32 +8,7 @@
 use crate::support::*;
 use std::time::Duration;
 use weir::actors::stats::StageStats;
-use weir::envelope::{Record, TopicPartition};
-use weir::transport::{StartFrom, Transport};
-
-/// Appends a marker (id `marker_id`) to each partition of `topic`, then reads every
-/// partition from the start up to its marker; returns the records before the markers.
-async fn read_whole(t: &std::sync::Arc<dyn Transport>, topic: &str, partitions: i32, marker_id: u64) -> Vec<Record> {
-    let producer = t.producer();
-    let mut got = Vec::new();
-    for part in 0..partitions {
-        let mut marker = record(topic, marker_id, "marker", 0);
-        marker.partition = Some(part);
-        producer.send(marker).await.expect("marker appended");
-        let mut reader = t.reader(&TopicPartition::new(topic, part), StartFrom::Earliest).await.expect("reader");
-        let read = async {
-            loop {
-                let r = reader.next().await.expect("read");
-                if id_of(&r) == marker_id {
-                    break;
-                }
-                got.push(r);
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), read).await.expect("read up to the marker");
-    }
-    got
-}
+use weir::envelope::TopicPartition;
 
 fn eos_topology(p: &str) -> String {
     format!(
@@ -105,9 +80,9 @@ async fn exactly_once_aborted_transaction_loses_and_duplicates_nothing() {
     };
     tokio::time::timeout(Duration::from_secs(120), committed_all).await.expect("the input is committed to its end");
     drop(out);
-    // Everything is committed now: read each output partition whole, up to a marker the
-    // test appends, so a duplicate at a partition's tail is counted too.
-    let out = read_whole(&t, &output, 4, n).await;
+    // Everything is committed now: read each output partition whole, so a duplicate at a
+    // partition's tail is counted too.
+    let out = read_to_markers(&t, &output, n).await;
     let v = verdict(n, &out);
     let aborts = StageStats::get(&stats.transaction_aborts);
     println!(
@@ -164,7 +139,7 @@ async fn exactly_once_fenced_by_a_second_instance_loses_and_duplicates_nothing()
         }
     };
     tokio::time::timeout(Duration::from_secs(120), committed_all).await.expect("the input is committed to its end");
-    let out = read_whole(&t, &output, 4, n).await;
+    let out = read_to_markers(&t, &output, n).await;
     let v = verdict(n, &out);
     let aborts = StageStats::get(&stats.transaction_aborts);
     println!(
