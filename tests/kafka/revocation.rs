@@ -117,11 +117,28 @@ async fn exactly_once_through_a_rebalance_loses_and_duplicates_nothing() {
     let (input, output) = (format!("{p}-in"), format!("{p}-out"));
     t.ensure_topics(&[topic(&input, 6), topic(&output, 6)]).await.expect("topics");
     let old = crate::nodes::start(&eos_topology(&p), &format!("{p}-old")).await;
-    let n = 6_000u64;
-    produce_range(&t, &input, 0, n / 2, 60).await;
+    let first = 3_000u64;
+    produce_range(&t, &input, 0, first, 60).await;
     read_ids(&t, &output, 500, Duration::from_secs(120)).await;
     let new = crate::nodes::start(&eos_topology(&p), &format!("{p}-new")).await;
-    produce_range(&t, &input, n / 2, n, 60).await;
+    // Keep records flowing until the new member has committed something, i.e. it owns
+    // partitions the old member gave up mid-stream.
+    let new_stats = new.stats.stage("copy");
+    let mut n = first;
+    let taken_over = async {
+        while new_stats.committed.is_empty() {
+            let notified = new_stats.commit_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            produce_range(&t, &input, n, n + 200, 60).await;
+            n += 200;
+            // Woken by the new member's first commit; bounded, as the join may come later.
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), taken_over).await.expect("the new member took partitions over");
+    produce_range(&t, &input, n, n + 1_000, 60).await;
+    n += 1_000;
     let out = read_ids(&t, &output, n as usize, Duration::from_secs(240)).await;
     let revoked = old.stats.stage("copy").revocations().len();
     let aborts = weir::actors::stats::StageStats::get(&old.stats.stage("copy").transaction_aborts);
