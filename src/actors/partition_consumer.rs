@@ -18,8 +18,12 @@
 //!   partition is produced after the revocation is acknowledged — the new owner's outputs
 //!   of a key are never interleaved with ours. Records whose outputs were already queued
 //!   get [`FENCE_GRACE`] more to be accepted; the wait ends then whatever is left.
-//! - **Quiesce** (exactly-once checkpoints): hold new records back, let the running ones
-//!   finish, record the offset, reply; `Resume` lets the held records go.
+//! - **Quiesce** (exactly-once checkpoints): hold records read from now on back (not
+//!   begun), let every begun record finish — also those waiting in a key lane, so the
+//!   recorded offset covers every record whose outputs are in the transaction — record
+//!   the offset, reply; `Resume` lets the held records go. (Holding lane records instead
+//!   would commit outputs of later records of other keys past the recorded offset: their
+//!   next owner, or a restart, would produce them again.)
 
 use super::key_lanes::KeyLanes;
 use super::offsets::OffsetTracker;
@@ -45,7 +49,7 @@ pub const FENCE_GRACE: Duration = Duration::from_secs(2);
 #[rtype(result = "()")]
 pub struct Drain(pub oneshot::Sender<()>);
 
-/// Hold records back until none is running, record the offset, then reply.
+/// Hold records read from now on back, let every begun record finish, record the offset, then reply.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Quiesce(pub oneshot::Sender<()>);
@@ -168,6 +172,11 @@ impl PartitionConsumer {
     }
 
     fn on_record(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        if self.quiesced {
+            // Not begun: the checkpoint's offset stays below it, and so do its outputs.
+            self.held.push_back((record, permit));
+            return;
+        }
         self.tracker.begin(record.offset);
         self.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Some((record, permit)) = self.lanes.admit(record.key.clone(), (record, permit)) {
@@ -176,10 +185,6 @@ impl PartitionConsumer {
     }
 
     fn dispatch(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
-        if self.quiesced {
-            self.held.push_back((record, permit));
-            return;
-        }
         if !self.stage.connected() {
             self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
             return;
@@ -398,7 +403,7 @@ impl Handler<Resume> for PartitionConsumer {
         tracing::trace!(partition = %self.tp, held = self.held.len(), "resumed");
         self.quiesced = false;
         while let Some((record, permit)) = self.held.pop_front() {
-            self.dispatch(record, permit, ctx);
+            self.on_record(record, permit, ctx);
         }
         self.pull_next(ctx);
     }

@@ -82,7 +82,7 @@ async fn slow_stage_through_a_rebalance_never_produces_after_the_revocation() {
     assert_eq!(v.lost, 0);
 }
 
-fn eos_topology(p: &str) -> String {
+fn eos_topology(p: &str, tag: &str) -> String {
     format!(
         r#"
 name: {p}
@@ -100,7 +100,7 @@ stages:
     guarantee: exactly-once
     drain_timeout: 5s
     commit: {{every: 20, interval: 200ms}}
-    config: {{jitter_ms: 5}}
+    config: {{jitter_ms: 5, tag: {tag}}}
 "#,
         b = brokers()
     )
@@ -116,11 +116,11 @@ async fn exactly_once_through_a_rebalance_loses_and_duplicates_nothing() {
     let t = transport();
     let (input, output) = (format!("{p}-in"), format!("{p}-out"));
     t.ensure_topics(&[topic(&input, 6), topic(&output, 6)]).await.expect("topics");
-    let old = crate::nodes::start(&eos_topology(&p), &format!("{p}-old")).await;
+    let old = crate::nodes::start(&eos_topology(&p, "old"), &format!("{p}-old")).await;
     let first = 3_000u64;
     produce_range(&t, &input, 0, first, 60).await;
     read_ids(&t, &output, 500, Duration::from_secs(120)).await;
-    let new = crate::nodes::start(&eos_topology(&p), &format!("{p}-new")).await;
+    let new = crate::nodes::start(&eos_topology(&p, "new"), &format!("{p}-new")).await;
     // Keep records flowing until the new member has committed something, i.e. it owns
     // partitions the old member gave up mid-stream.
     let new_stats = new.stats.stage("copy");
@@ -140,7 +140,8 @@ async fn exactly_once_through_a_rebalance_loses_and_duplicates_nothing() {
     produce_range(&t, &input, n, n + 1_000, 60).await;
     n += 1_000;
     let out = read_ids(&t, &output, n as usize, Duration::from_secs(240)).await;
-    let revoked = old.stats.stage("copy").revocations().len();
+    let old_revocations = old.stats.stage("copy").revocations();
+    let revoked = old_revocations.len();
     let aborts = weir::actors::stats::StageStats::get(&old.stats.stage("copy").transaction_aborts);
     assert_eq!(new.shutdown().await.code, 0);
     assert_eq!(old.shutdown().await.code, 0);
@@ -148,6 +149,28 @@ async fn exactly_once_through_a_rebalance_loses_and_duplicates_nothing() {
     drop(out);
     let out = read_to_markers(&t, &output, n).await;
     let v = verdict(n, &out);
+    if v.duplicated > 0 {
+        let mut seen: HashMap<u64, Vec<String>> = HashMap::new();
+        for r in &out {
+            seen.entry(id_of(r)).or_default().push(format!(
+                "{}:{}@{}[{}] ts {}",
+                header(r, MEMBER_HEADER).unwrap_or("?"),
+                header(r, FROM_HEADER).unwrap_or("?"),
+                r.offset,
+                r.partition,
+                r.timestamp_ms
+            ));
+        }
+        for (id, places) in seen.iter().filter(|(_, p)| p.len() > 1) {
+            eprintln!("duplicated id {id}: {places:?}");
+        }
+        eprintln!("old revocations: {:?}", old_revocations);
+        let inp = read_to_markers(&t, &input, n).await;
+        eprintln!("input: {}", verdict(n, &inp));
+        for r in inp.iter().filter(|r| seen.get(&id_of(r)).is_some_and(|p| p.len() > 1)) {
+            eprintln!("input of a duplicated id {}: {}@{}", id_of(r), r.partition, r.offset);
+        }
+    }
     println!("kafka exactly-once through a rebalance: {v}; partitions revoked from the old member {revoked}, aborts {aborts}");
     assert!(revoked > 0, "the second member took partitions over (else this test shows nothing)");
     assert_eq!(v.lost, 0);
