@@ -19,6 +19,12 @@ if [ -d tests/kafka ]; then
   services+=(kafka)
   export WEIR_KAFKA_BROKERS="127.0.0.1:${WEIR_KAFKA_PORT:-9092}"
 fi
+if [ -f scripts/postgres.sh ]; then
+  scripts/postgres.sh start
+  services+=(postgres)
+  WEIR_POSTGRES_URL="$(scripts/postgres.sh url)"
+  export WEIR_POSTGRES_URL
+fi
 if [ -f tests/kafka/jaeger.rs ]; then
   scripts/jaeger.sh start
   services+=(jaeger)

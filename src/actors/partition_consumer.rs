@@ -13,11 +13,21 @@
 //! - **Drain** (revocation, shutdown, restart): stop reading, let delivered records
 //!   finish until `drain_timeout`, commit what is complete, stop. What did not finish is
 //!   read again by the next owner from the committed offset: nothing is lost.
-//! - **Quiesce** (exactly-once checkpoints): hold new records back, let the running ones
-//!   finish, record the offset, reply; `Resume` lets the held records go.
+//!   At the deadline the partition's [`PartitionFence`] closes: a record still running
+//!   never queues its outputs (a cancellable kind is interrupted), so nothing of this
+//!   partition is produced after the revocation is acknowledged — the new owner's outputs
+//!   of a key are never interleaved with ours. Records whose outputs were already queued
+//!   get [`FENCE_GRACE`] more to be accepted; the wait ends then whatever is left.
+//! - **Quiesce** (exactly-once checkpoints): hold records read from now on back (not
+//!   begun), let every begun record finish — also those waiting in a key lane, so the
+//!   recorded offset covers every record whose outputs are in the transaction — record
+//!   the offset, reply; `Resume` lets the held records go. (Holding lane records instead
+//!   would commit outputs of later records of other keys past the recorded offset: their
+//!   next owner, or a restart, would produce them again.)
 
 use super::key_lanes::KeyLanes;
 use super::offsets::OffsetTracker;
+use super::processing::PartitionFence;
 use super::stage_actor::{Process, RecordOutcome, StageActor};
 use super::stats::StageStats;
 use crate::envelope::{Record, TopicPartition};
@@ -29,12 +39,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+/// After the drain deadline closed the fence: how long records whose outputs are already
+/// queued get to be accepted before the partition stops anyway. The whole drain is thus
+/// bounded by `drain_timeout + FENCE_GRACE`.
+pub const FENCE_GRACE: Duration = Duration::from_secs(2);
+
 /// Stop reading, finish, commit, stop. Replies when the actor has stopped.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Drain(pub oneshot::Sender<()>);
 
-/// Hold records back until none is running, record the offset, then reply.
+/// Hold records read from now on back, let every begun record finish, record the offset, then reply.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Quiesce(pub oneshot::Sender<()>);
@@ -83,6 +98,11 @@ pub struct PartitionConsumer {
     owner: Recipient<PartitionExited>,
     stats: Arc<StageStats>,
     gauges: Arc<super::stats::PartitionGauges>,
+    /// Closed at the drain deadline and when the actor stops.
+    fence: PartitionFence,
+    /// The drain deadline passed and the fence is closed: only records whose outputs are
+    /// queued are waited for.
+    fenced: bool,
 }
 
 impl PartitionConsumer {
@@ -93,6 +113,7 @@ impl PartitionConsumer {
         settings: Arc<PartitionSettings>,
         owner: Recipient<PartitionExited>,
         stats: Arc<StageStats>,
+        fence: PartitionFence,
     ) -> Self {
         let tp = stream.topic_partition().clone();
         PartitionConsumer {
@@ -117,6 +138,8 @@ impl PartitionConsumer {
             failure: None,
             owner,
             stats,
+            fence,
+            fenced: false,
         }
     }
 
@@ -149,6 +172,11 @@ impl PartitionConsumer {
     }
 
     fn on_record(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        if self.quiesced {
+            // Not begun: the checkpoint's offset stays below it, and so do its outputs.
+            self.held.push_back((record, permit));
+            return;
+        }
         self.tracker.begin(record.offset);
         self.gauges.in_flight.fetch_add(1, Ordering::Relaxed);
         if let Some((record, permit)) = self.lanes.admit(record.key.clone(), (record, permit)) {
@@ -157,16 +185,12 @@ impl PartitionConsumer {
     }
 
     fn dispatch(&mut self, record: Record, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
-        if self.quiesced {
-            self.held.push_back((record, permit));
-            return;
-        }
         if !self.stage.connected() {
             self.fail(ctx, format!("stage `{}` stopped", self.settings.stage));
             return;
         }
         self.running += 1;
-        self.stage.do_send(Process { record, permit, reply_to: ctx.address().recipient() });
+        self.stage.do_send(Process { record, permit, reply_to: ctx.address().recipient(), fence: self.fence.clone() });
     }
 
     fn on_accepted(&mut self, offset: i64, accepted: Result<(), TransportError>, ctx: &mut Context<Self>) {
@@ -247,7 +271,9 @@ impl PartitionConsumer {
     fn check_drained(&mut self, ctx: &mut Context<Self>) {
         self.check_quiesced(ctx);
         let stopping = !self.draining.is_empty() || self.failure.is_some();
-        if stopping && self.running == 0 && !self.finishing {
+        // Once fenced, records still in `handle` can no longer produce: not waited for.
+        let settled = self.running == 0 || (self.fenced && self.fence.sending() == 0);
+        if stopping && settled && !self.finishing {
             self.finish(ctx);
         }
     }
@@ -287,12 +313,26 @@ impl PartitionConsumer {
 
     fn finish_by_deadline(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(self.settings.drain_timeout, |act, ctx| {
-            if !act.finishing {
-                tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
-                    "drain timed out; committing what is complete");
-                act.lanes.clear();
-                act.finish(ctx);
+            if act.finishing {
+                return;
             }
+            // From here on no record of this partition queues an output.
+            act.fence.close();
+            act.fenced = true;
+            act.lanes.clear();
+            tracing::warn!(partition = %act.tp, incomplete = act.tracker.incomplete(), running = act.running,
+                sending = act.fence.sending(), "drain timed out; fenced the running records");
+            act.check_drained(ctx);
+            if act.finishing {
+                return;
+            }
+            ctx.run_later(FENCE_GRACE, |act, ctx| {
+                if !act.finishing {
+                    tracing::warn!(partition = %act.tp, sending = act.fence.sending(),
+                        "outputs still not accepted after the fence grace; committing what is complete");
+                    act.finish(ctx);
+                }
+            });
         });
     }
 }
@@ -307,6 +347,8 @@ impl Actor for PartitionConsumer {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        // Whatever stopped it, records still running must not produce for this partition.
+        self.fence.close();
         self.stats.release_partition(&self.tp, &self.gauges);
         tracing::debug!(stage = %self.settings.stage, partition = %self.tp,
             committed = ?self.tracker.committed(), "partition consumer stopped");
@@ -361,7 +403,7 @@ impl Handler<Resume> for PartitionConsumer {
         tracing::trace!(partition = %self.tp, held = self.held.len(), "resumed");
         self.quiesced = false;
         while let Some((record, permit)) = self.held.pop_front() {
-            self.dispatch(record, permit, ctx);
+            self.on_record(record, permit, ctx);
         }
         self.pull_next(ctx);
     }

@@ -45,11 +45,74 @@ impl Stopping {
     }
 }
 
+/// Closed when a partition's records may no longer produce: its revocation reached the
+/// drain deadline (or its consumer stopped). A record checks it right before its outputs
+/// are queued, so nothing of a given-up partition is queued after the member let go of it;
+/// cancellable kinds are also interrupted while in `handle`. It also counts the records
+/// past that check whose outputs are not accepted yet: those are what the partition still
+/// waits for after closing it (records still in `handle` can no longer produce).
+#[derive(Clone)]
+pub struct PartitionFence(Arc<FenceState>);
+
+struct FenceState {
+    closed: watch::Sender<bool>,
+    sending: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for PartitionFence {
+    fn default() -> Self {
+        PartitionFence(Arc::new(FenceState { closed: watch::channel(false).0, sending: Default::default() }))
+    }
+}
+
+impl PartitionFence {
+    pub fn close(&self) {
+        self.0.closed.send_replace(true);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.0.closed.borrow()
+    }
+
+    /// Resolves once closed.
+    pub async fn closed(&self) {
+        let mut rx = self.0.closed.subscribe();
+        // The sender lives in `self`, so `wait_for` only returns once the fence closed.
+        let _ = rx.wait_for(|closed| *closed).await;
+    }
+
+    /// Records past the check whose outputs are queued or being queued, not yet accepted.
+    pub fn sending(&self) -> usize {
+        self.0.sending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `None` once closed; otherwise the record may queue its outputs, and counts as
+    /// sending until the guard is dropped (when its outputs were accepted or refused).
+    fn begin_send(&self) -> Option<SendGuard> {
+        if self.is_closed() {
+            return None;
+        }
+        self.0.sending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(SendGuard(self.0.clone()))
+    }
+}
+
+struct SendGuard(Arc<FenceState>);
+
+impl Drop for SendGuard {
+    fn drop(&mut self) {
+        self.0.sending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub enum Processed {
     /// The outputs (or the dead letter) are queued in order; `Acks` resolve on acceptance.
     Enqueued(Acks),
     /// Shutdown interrupted the record; it is not complete and will be delivered again.
     Abandoned,
+    /// Its partition was revoked before its outputs were queued: nothing was queued, and
+    /// the partition's next owner handles it.
+    Fenced,
     /// The stage panicked on the record; the stage must be restarted.
     StageFailed(String),
 }
@@ -109,7 +172,7 @@ impl RecordProcessor {
         &self.poison
     }
 
-    pub async fn process(&self, record: Record) -> Processed {
+    pub async fn process(&self, record: Record, fence: &PartitionFence) -> Processed {
         StageStats::add(&self.stats.consumed, 1);
         StageStats::add_by_topic(&self.stats.consumed_by_topic, &record.topic, 1);
         // One boxed future either way: the record path's state machine is large, and
@@ -119,7 +182,7 @@ impl RecordProcessor {
         } else {
             None
         };
-        let work = Box::pin(self.process_record(record));
+        let work = Box::pin(self.process_record(record, fence));
         match span {
             Some(span) => {
                 let processed = tracing::Instrument::instrument(work, span.clone()).await;
@@ -130,18 +193,18 @@ impl RecordProcessor {
         }
     }
 
-    async fn process_record(&self, record: Record) -> Processed {
+    async fn process_record(&self, record: Record, fence: &PartitionFence) -> Processed {
         let started = std::time::Instant::now();
         if let Some((count, message)) = self.poison.get(&record) {
             if count >= self.plan.retry.attempts {
                 self.poison.forget(&record);
                 let reason = format!("stage panicked {count} times on this record: {message}");
-                return self.dead_letter(&record, "panic", &reason, count).await;
+                return self.dead_letter(&record, "panic", &reason, count, fence).await;
             }
         }
         if self.checks.declares(&record.topic) {
             if let Err(reason) = self.checks.check_bytes(&record.topic, &record.payload) {
-                return self.dead_letter(&record, "permanent", &reason, 0).await;
+                return self.dead_letter(&record, "permanent", &reason, 0, fence).await;
             }
         }
         let mut attempt = 1;
@@ -151,6 +214,7 @@ impl RecordProcessor {
                 tokio::select! {
                     _ = limiter.until_ready() => {}
                     _ = self.stopping.sleep_or_stop(Duration::from_secs(3600)) => return Processed::Abandoned,
+                    _ = fence.closed() => return Processed::Fenced,
                 }
                 StageStats::add(&self.stats.rate_limit_wait_ns, waiting.elapsed().as_nanos() as u64);
             }
@@ -163,6 +227,7 @@ impl RecordProcessor {
                     tokio::select! {
                         r = self.stage.handle(&record, &cx) => r,
                         _ = self.stopping.sleep_or_stop(Duration::from_secs(365 * 24 * 3600)) => return Processed::Abandoned,
+                        _ = fence.closed() => return Processed::Fenced,
                     }
                 } else {
                     self.stage.handle(&record, &cx).await
@@ -174,23 +239,24 @@ impl RecordProcessor {
                 Ok(_) => {}
             }
             match result {
-                Ok(outputs) => return self.emit(&record, outputs, attempt, started).await,
+                Ok(outputs) => return self.emit(&record, outputs, attempt, started, fence).await,
                 Err(StageError::Transient(reason)) if attempt < self.plan.retry.attempts => {
                     StageStats::add(&self.stats.retried, 1);
                     let wait = self.plan.retry.delay(attempt);
                     tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
                         offset = record.offset, attempt, ?wait, %reason, "transient failure; retrying");
-                    if self.stopping.sleep_or_stop(wait).await {
-                        return Processed::Abandoned;
+                    tokio::select! {
+                        stopped = self.stopping.sleep_or_stop(wait) => if stopped { return Processed::Abandoned },
+                        _ = fence.closed() => return Processed::Fenced,
                     }
                     attempt += 1;
                 }
                 Err(StageError::Transient(reason)) => {
                     let reason = format!("gave up after {attempt} attempts: {reason}");
-                    return self.dead_letter(&record, "transient", &reason, attempt).await;
+                    return self.dead_letter(&record, "transient", &reason, attempt, fence).await;
                 }
                 Err(StageError::Permanent(reason)) => {
-                    return self.dead_letter(&record, "permanent", &reason, attempt).await;
+                    return self.dead_letter(&record, "permanent", &reason, attempt, fence).await;
                 }
             }
         }
@@ -202,11 +268,14 @@ impl RecordProcessor {
         outputs: Vec<crate::stages::Output>,
         attempt: u32,
         started: std::time::Instant,
+        fence: &PartitionFence,
     ) -> Processed {
         let business = outputs.iter().filter(|o| o.business.is_some()).count() as u64;
         let mut records = match self.out.prepare(record, outputs, attempt) {
             Ok(r) => r,
-            Err(reason) => return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt).await,
+            Err(reason) => {
+                return self.dead_letter(record, "permanent", &format!("invalid output: {reason}"), attempt, fence).await
+            }
         };
         if crate::telemetry::trace::enabled() {
             // The outputs continue the trace under this stage's span, not its parent's.
@@ -217,6 +286,11 @@ impl RecordProcessor {
                 }
             }
         }
+        // Checked right before queueing, with no await in between: once the partition's
+        // revocation passed its drain deadline, none of its outputs is queued any more.
+        let Some(sending) = fence.begin_send() else {
+            return Processed::Fenced;
+        };
         let n = records.len() as u64;
         for r in &records {
             StageStats::add_by_topic(&self.stats.produced_by_topic, &r.topic, 1);
@@ -230,6 +304,7 @@ impl RecordProcessor {
                 let origin_ms = crate::envelope::origin_ms(&record.headers);
                 Processed::Enqueued(
                     acks.map(move |accepted| {
+                        drop(sending);
                         if accepted.is_ok() {
                             stats.processing.observe(started.elapsed().as_secs_f64());
                             if let Some(origin) = origin_ms {
@@ -243,11 +318,29 @@ impl RecordProcessor {
                 )
             }
             Err(SendError::Stopped) => Processed::Abandoned,
-            Err(SendError::Refused(e)) => self.dead_letter(record, "permanent", &e.to_string(), attempt).await,
+            Err(SendError::TransactionGone(e)) => {
+                tracing::debug!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+                    offset = record.offset, error = %e, "outputs refused by the stage's transaction; the record is processed again");
+                Processed::Abandoned
+            }
+            Err(SendError::Refused(e)) => {
+                drop(sending);
+                self.dead_letter(record, "permanent", &e.to_string(), attempt, fence).await
+            }
         }
     }
 
-    async fn dead_letter(&self, record: &Record, class: &str, reason: &str, attempts: u32) -> Processed {
+    async fn dead_letter(
+        &self,
+        record: &Record,
+        class: &str,
+        reason: &str,
+        attempts: u32,
+        fence: &PartitionFence,
+    ) -> Processed {
+        let Some(sending) = fence.begin_send() else {
+            return Processed::Fenced;
+        };
         let Some(dead) = self.out.dead_letter(record, class, reason, attempts) else {
             // No DLQ configured: say loudly what is skipped, so it can be found and replayed.
             StageStats::add(&self.stats.dropped, 1);
@@ -264,11 +357,38 @@ impl RecordProcessor {
             Ok(acks) => {
                 StageStats::add(&self.stats.dead_lettered, 1);
                 StageStats::add_by_topic(&self.stats.dead_lettered_by_topic, &dlq_topic, 1);
-                Processed::Enqueued(acks)
+                Processed::Enqueued(
+                    acks.map(move |accepted| {
+                        drop(sending);
+                        accepted
+                    })
+                    .boxed(),
+                )
             }
-            Err(SendError::Stopped) => Processed::Abandoned,
+            Err(SendError::Stopped | SendError::TransactionGone(_)) => Processed::Abandoned,
             // The DLQ itself refused the record: fail the partition rather than lose it.
             Err(SendError::Refused(e)) => Processed::Enqueued(futures::future::ready(Err(e)).boxed()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PartitionFence;
+
+    #[tokio::test]
+    async fn a_closed_fence_admits_no_send_and_counts_the_ones_in_flight() {
+        let fence = PartitionFence::default();
+        let first = fence.begin_send().expect("open: may send");
+        let second = fence.begin_send().expect("open: may send");
+        assert_eq!(fence.sending(), 2);
+        fence.close();
+        assert!(fence.begin_send().is_none(), "closed: nothing more is queued");
+        assert_eq!(fence.sending(), 2, "the two already sending are still waited for");
+        drop(first);
+        drop(second);
+        assert_eq!(fence.sending(), 0);
+        // `closed` resolves at once for a closed fence (bounded, so a bug fails instead of hanging).
+        tokio::time::timeout(std::time::Duration::from_secs(5), fence.closed()).await.expect("closed resolves");
     }
 }

@@ -31,6 +31,10 @@ pub enum SendError {
     /// The node is shutting down; nothing more is queued.
     #[error("stopped while waiting for the transport")]
     Stopped,
+    /// The stage's transaction is gone (aborted, or fenced by another instance): the record
+    /// is not done and is processed again after the stage restarts; never dead-lettered.
+    #[error("the stage's transaction is gone: {0}")]
+    TransactionGone(TransportError),
 }
 
 pub struct OutputProducer {
@@ -171,6 +175,9 @@ impl OutputProducer {
                     }
                     record = back;
                 }
+                Err(EnqueueError { error: error @ (TransportError::Fenced(_) | TransportError::TransactionAborted(_)), .. }) => {
+                    return Err(SendError::TransactionGone(error))
+                }
                 Err(EnqueueError { error, .. }) => return Err(SendError::Refused(error)),
             }
         }
@@ -209,6 +216,7 @@ impl Emitter {
         let record = self.producer.prepare_origin(out).map_err(StageError::Permanent)?;
         let acks = self.producer.send_all(vec![record], &self.stopping).await.map_err(|e| match e {
             SendError::Stopped => StageError::Transient("shutting down".into()),
+            SendError::TransactionGone(e) => StageError::Transient(e.to_string()),
             SendError::Refused(e) => StageError::Permanent(e.to_string()),
         })?;
         acks.await.map_err(|e| StageError::Transient(e.to_string()))

@@ -10,7 +10,7 @@
 //! running finish normally (so their offsets can still be committed); the supervisor then
 //! restarts the stage.
 
-use super::processing::{Processed, RecordProcessor};
+use super::processing::{PartitionFence, Processed, RecordProcessor};
 use super::stats::StageStats;
 use crate::envelope::Record;
 use crate::transport::TransportError;
@@ -28,6 +28,8 @@ pub struct Process {
     pub record: Record,
     pub permit: OwnedSemaphorePermit,
     pub reply_to: Recipient<RecordOutcome>,
+    /// The record's partition: closed once this member gave the partition up.
+    pub fence: PartitionFence,
 }
 
 /// How a record is getting on, reported to its partition consumer.
@@ -38,7 +40,8 @@ pub enum RecordOutcome {
     Queued { offset: i64, key: Option<Bytes> },
     /// Every output was accepted (`Ok`) or one was not (`Err`).
     Accepted { offset: i64, result: Result<(), TransportError> },
-    /// Shutdown interrupted it; it stays incomplete and is delivered again later.
+    /// Shutdown interrupted it, or its partition was revoked before its outputs were
+    /// queued; it stays incomplete and is delivered again later.
     Abandoned { offset: i64 },
     /// The stage panicked on it, or is restarting.
     StageFailed { offset: i64, cause: String },
@@ -94,16 +97,16 @@ impl Actor for StageActor {
 impl Handler<Process> for StageActor {
     type Result = ();
 
-    fn handle(&mut self, Process { record, permit, reply_to }: Process, ctx: &mut Self::Context) {
+    fn handle(&mut self, Process { record, permit, reply_to, fence }: Process, ctx: &mut Self::Context) {
         let offset = record.offset;
         if self.failed {
             reply_to.do_send(RecordOutcome::StageFailed { offset, cause: "stage is restarting".into() });
             return;
         }
         let (id, key) = ((record.topic.clone(), record.partition, record.offset), record.key.clone());
-        let (processor, me) = (self.processor.clone(), ctx.address());
+        let (processor, me, stats) = (self.processor.clone(), ctx.address(), self.stats.clone());
         actix::spawn(async move {
-            let outcome = std::panic::AssertUnwindSafe(processor.process(record)).catch_unwind().await;
+            let outcome = std::panic::AssertUnwindSafe(processor.process(record, &fence)).catch_unwind().await;
             match outcome {
                 Ok(Processed::Enqueued(acks)) => {
                     reply_to.do_send(RecordOutcome::Queued { offset, key });
@@ -111,6 +114,10 @@ impl Handler<Process> for StageActor {
                     reply_to.do_send(RecordOutcome::Accepted { offset, result });
                 }
                 Ok(Processed::Abandoned) => reply_to.do_send(RecordOutcome::Abandoned { offset }),
+                Ok(Processed::Fenced) => {
+                    StageStats::add(&stats.fenced_records, 1);
+                    reply_to.do_send(RecordOutcome::Abandoned { offset });
+                }
                 Ok(Processed::StageFailed(cause)) => reply_to.do_send(RecordOutcome::StageFailed { offset, cause }),
                 Err(panic) => {
                     let message = panic_message(panic);

@@ -74,7 +74,22 @@ pub struct StageStats {
     pub group: std::sync::OnceLock<String>,
     /// The stage's consumer has joined its group at least once (readiness).
     pub joined: std::sync::atomic::AtomicBool,
+    /// Exactly-once transactions that failed to commit and were aborted (their records
+    /// are processed again from the last committed offsets).
+    pub transaction_aborts: AtomicU64,
+    /// Of those, the ones where another instance with the same `transactional.id` took
+    /// over (fenced): the member stops and the supervisor restarts it.
+    pub transactions_fenced: AtomicU64,
+    /// Records whose outputs were refused because their partition had been revoked
+    /// (still running at the drain deadline); the partition's next owner handles them.
+    pub fenced_records: AtomicU64,
+    /// Revocation acknowledgements: (partition, wall-clock ms just before the ack), in
+    /// order. Bounded: only the last [`REVOCATION_LOG`] are kept.
+    pub revocations: std::sync::Mutex<std::collections::VecDeque<(TopicPartition, i64)>>,
 }
+
+/// How many revocation acknowledgements [`StageStats::revocations`] keeps.
+pub const REVOCATION_LOG: usize = 1024;
 
 impl Default for StageStats {
     fn default() -> Self {
@@ -100,6 +115,10 @@ impl Default for StageStats {
             partitions: DashMap::new(),
             group: std::sync::OnceLock::new(),
             joined: std::sync::atomic::AtomicBool::new(false),
+            transaction_aborts: AtomicU64::new(0),
+            transactions_fenced: AtomicU64::new(0),
+            fenced_records: AtomicU64::new(0),
+            revocations: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 }
@@ -146,6 +165,22 @@ impl StageStats {
     /// The partition left this node: its lag is another member's to report.
     pub fn release_partition(&self, tp: &TopicPartition, gauges: &Arc<PartitionGauges>) {
         self.partitions.remove_if(tp, |_, g| Arc::ptr_eq(g, gauges));
+    }
+
+    /// Notes that this member is about to acknowledge the revocation of `tps`.
+    pub fn note_revoked(&self, tps: &[TopicPartition], at_ms: i64) {
+        let mut log = self.revocations.lock().unwrap_or_else(|p| p.into_inner());
+        for tp in tps {
+            if log.len() >= REVOCATION_LOG {
+                log.pop_front();
+            }
+            log.push_back((tp.clone(), at_ms));
+        }
+    }
+
+    /// The acknowledgements noted so far.
+    pub fn revocations(&self) -> Vec<(TopicPartition, i64)> {
+        self.revocations.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
     pub fn committed_offset(&self, partition: &str) -> Option<i64> {

@@ -91,6 +91,9 @@ pub fn record_outcome(span: &tracing::Span, processed: &Processed) {
         Processed::Abandoned => {
             span.record("weir.outcome", "abandoned");
         }
+        Processed::Fenced => {
+            span.record("weir.outcome", "fenced");
+        }
         Processed::StageFailed(_) => {
             span.record("weir.outcome", "panic");
             span.record("error.type", "panic");

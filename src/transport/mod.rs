@@ -37,6 +37,14 @@ pub enum TransportError {
     /// A request the transport refuses however often it is retried.
     #[error("rejected by the transport: {0}")]
     Rejected(String),
+    /// An exactly-once transaction failed and was aborted: none of its outputs is visible
+    /// and its recorded offsets were discarded; its records must be processed again.
+    #[error("the transaction was aborted: {0}")]
+    TransactionAborted(String),
+    /// Another instance with the same transactional id took over: this one must stop
+    /// producing (a restart re-initialises transactions and fences the other in turn).
+    #[error("fenced by another instance with the same transactional id: {0}")]
+    Fenced(String),
 }
 
 impl TransportError {
@@ -139,10 +147,22 @@ pub trait Transport: Send + Sync + 'static {
 /// everything sent through `producer()` since the last commit, and the offsets the
 /// member's committers recorded, are committed atomically by `commit`, which also opens
 /// the next transaction. The caller makes sure no record is half done at that moment.
+///
+/// A failed `commit` (the broker aborted the transaction at its timeout, the producer was
+/// fenced, …) aborts it and discards the recorded offsets; so does `abort`. Either way the
+/// transaction is finished for good: it refuses outputs, offsets and commits from then on,
+/// and the stage must re-read its partitions from the group's committed offsets with a
+/// fresh transaction (a pipeline restart), or the aborted records would be lost.
 #[async_trait]
 pub trait Transaction: Send + Sync {
     fn producer(&self) -> Arc<dyn Producer>;
+    /// Errors are [`TransportError::TransactionAborted`] or [`TransportError::Fenced`].
     async fn commit(&self) -> Result<(), TransportError>;
+    /// Aborts the open transaction and discards the recorded offsets (see above).
+    async fn abort(&self, reason: &str);
+    /// Drops the offsets recorded for `tps` (partitions this member gave up), so that no
+    /// later commit covers a partition the member no longer owns.
+    fn forget(&self, tps: &[TopicPartition]);
     fn as_any(&self) -> &dyn std::any::Any;
 }
 

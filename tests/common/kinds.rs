@@ -4,7 +4,13 @@
 //! - `"fail": "panic"` panics;
 //! - `"block": "<gate>"` waits until the test opens that gate.
 //!
-//! Config `jitter_ms` adds a pseudo-random delay (derived from the id) to every record.
+//! - `"slow_once_ms": N` takes N ms the first time this process handles that id (a record
+//!   slower than a transaction timeout once; its redelivery is quick).
+//!
+//! Config `jitter_ms` adds a pseudo-random delay (derived from the id) to every record;
+//! `sleep_ms` makes every record take that long (the workload of a slow stage); `tag`
+//! marks every output with headers `weir-test-member` (the tag) and `weir-test-from`
+//! (`topic[partition]` of the input), so a test can tell which member produced what.
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -16,6 +22,11 @@ use weir::envelope::Record;
 use weir::stages::{decode, BuildEnv, BuildError, Output, Stage, StageContext, StageError, StageKind};
 
 static GATES: LazyLock<DashMap<String, watch::Sender<bool>>> = LazyLock::new(DashMap::new);
+/// Ids already slowed down by `slow_once_ms` (process-wide: outlives stage restarts).
+static SLOWED: LazyLock<DashMap<u64, ()>> = LazyLock::new(DashMap::new);
+
+pub const MEMBER_HEADER: &str = "weir-test-member";
+pub const FROM_HEADER: &str = "weir-test-from";
 
 fn gate(name: &str) -> watch::Sender<bool> {
     GATES.entry(name.to_string()).or_insert_with(|| watch::channel(false).0).clone()
@@ -27,6 +38,8 @@ pub fn open_gate(name: &str) {
 
 pub struct Scripted {
     jitter_ms: u64,
+    sleep_ms: u64,
+    tag: Option<String>,
     attempts: DashMap<u64, u32>,
 }
 
@@ -35,6 +48,10 @@ pub struct Scripted {
 pub struct ScriptedConfig {
     #[serde(default)]
     pub jitter_ms: u64,
+    #[serde(default)]
+    pub sleep_ms: u64,
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 impl StageKind for Scripted {
@@ -42,7 +59,7 @@ impl StageKind for Scripted {
     type Config = ScriptedConfig;
 
     fn build(c: ScriptedConfig, _: &BuildEnv<'_>) -> Result<Arc<dyn Stage>, BuildError> {
-        Ok(Arc::new(Scripted { jitter_ms: c.jitter_ms, attempts: DashMap::new() }))
+        Ok(Arc::new(Scripted { jitter_ms: c.jitter_ms, sleep_ms: c.sleep_ms, tag: c.tag, attempts: DashMap::new() }))
     }
 }
 
@@ -58,6 +75,14 @@ impl Stage for Scripted {
             x ^= x >> 7;
             x ^= x << 17;
             tokio::time::sleep(Duration::from_micros(x % (self.jitter_ms * 1000))).await;
+        }
+        if self.sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.sleep_ms)).await;
+        }
+        if let Some(ms) = v["slow_once_ms"].as_u64() {
+            if SLOWED.insert(id, ()).is_none() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
         }
         if let Some(name) = v["block"].as_str() {
             let mut rx = gate(name).subscribe();
@@ -80,7 +105,12 @@ impl Stage for Scripted {
             }
             _ => {}
         }
-        Ok(vec![Output::forward("default", record)])
+        let mut out = Output::forward("default", record);
+        if let Some(tag) = &self.tag {
+            out.headers.push((MEMBER_HEADER.to_string(), tag.clone()));
+            out.headers.push((FROM_HEADER.to_string(), format!("{}[{}]", record.topic, record.partition)));
+        }
+        Ok(vec![out])
     }
 }
 

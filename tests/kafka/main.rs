@@ -3,9 +3,16 @@
 
 mod support;
 
+#[path = "../common/kinds.rs"]
+#[allow(dead_code)]
+mod kinds;
+mod nodes;
+
 mod core_crash;
 mod crash;
 mod jaeger;
 mod rebalance;
+mod revocation;
 mod skeji;
 mod throughput;
+mod txn_abort;

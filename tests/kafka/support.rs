@@ -116,6 +116,32 @@ pub async fn read_ids(t: &Arc<dyn Transport>, topic: &str, expected: usize, with
     got
 }
 
+/// Appends a marker record (id `marker_id`) to each partition of `topic`, then reads every
+/// partition from the start up to its marker: every record committed before the markers,
+/// duplicates at a partition's tail included (which [`read_ids`] may stop short of).
+pub async fn read_to_markers(t: &Arc<dyn Transport>, topic: &str, marker_id: u64) -> Vec<Record> {
+    let parts = t.partition_count(topic).await.expect("topic");
+    let producer = t.producer();
+    let mut got = Vec::new();
+    for part in 0..parts {
+        let mut marker = record(topic, marker_id, "marker", 0);
+        marker.partition = Some(part);
+        producer.send(marker).await.expect("marker appended");
+        let mut reader = t.reader(&TopicPartition::new(topic, part), StartFrom::Earliest).await.expect("reader");
+        let read = async {
+            loop {
+                let r = reader.next().await.expect("read");
+                if id_of(&r) == marker_id {
+                    break;
+                }
+                got.push(r);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read).await.expect("read up to the marker");
+    }
+    got
+}
+
 pub fn id_of(r: &Record) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("json");
     v["id"].as_u64().expect("id")

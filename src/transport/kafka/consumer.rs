@@ -213,8 +213,7 @@ struct TxnCommitter {
 #[async_trait]
 impl Committer for TxnCommitter {
     async fn commit(&self, tp: &TopicPartition, next_offset: i64) -> Result<(), TransportError> {
-        self.txn.record_offset(tp, next_offset);
-        Ok(())
+        self.txn.record_offset(tp, next_offset)
     }
 }
 

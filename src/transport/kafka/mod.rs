@@ -23,8 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a revocation waits for the runtime to drain (above the default drain timeout).
-const REVOKE_WAIT: Duration = Duration::from_secs(30);
+/// The last-resort bound on a revocation, should the runtime never acknowledge it. The
+/// runtime bounds its own wait (twice `drain_timeout` plus a few seconds) and acknowledges
+/// first; handing partitions over before that could let a slow record produce after the
+/// new owner started.
+const REVOKE_WAIT: Duration = Duration::from_secs(60);
 
 pub struct KafkaTransport {
     spec: KafkaSpec,

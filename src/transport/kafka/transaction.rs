@@ -3,6 +3,13 @@
 //! sends those offsets to the transaction (KIP-447: with the consumer's group metadata,
 //! so a member that lost its partitions is fenced) and commits both at once. Downstream
 //! consumers read `read_committed`, so an aborted or crashed transaction is never seen.
+//!
+//! A commit that fails aborts the transaction and discards the recorded offsets: keeping
+//! them would let a later transaction commit offsets past records whose outputs were
+//! aborted (lost records). The transaction is then finished (`failed`): it refuses
+//! outputs, offsets and commits, and the stage restarts with a fresh one that re-reads from
+//! the committed offsets. A fatal error (fenced by an instance with the same id) is
+//! reported as [`TransportError::Fenced`].
 
 use super::config;
 use super::producer::{classify, KafkaProducer};
@@ -14,6 +21,7 @@ use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::producer::Producer as _;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::OnceCell;
@@ -38,6 +46,9 @@ pub struct KafkaTransaction {
     offsets: Mutex<HashMap<TopicPartition, i64>>,
     consumer: Mutex<Option<Weak<dyn GroupMetadataSource>>>,
     me: Weak<KafkaTransaction>,
+    /// Aborted for good (see the module docs): set as soon as a failure is known, after
+    /// which nothing is queued, recorded or committed through this transaction.
+    failed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -55,6 +66,7 @@ impl KafkaTransaction {
             offsets: Mutex::new(HashMap::new()),
             consumer: Mutex::new(None),
             me: me.clone(),
+            failed: AtomicBool::new(false),
         }))
     }
 
@@ -67,8 +79,27 @@ impl KafkaTransaction {
         *lock(&self.consumer) = Some(consumer);
     }
 
-    pub(crate) fn record_offset(&self, tp: &TopicPartition, next_offset: i64) {
+    /// Records `tp`'s offset for the next commit; refused once the transaction failed.
+    pub(crate) fn record_offset(&self, tp: &TopicPartition, next_offset: i64) -> Result<(), TransportError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(self.finished());
+        }
         lock(&self.offsets).insert(tp.clone(), next_offset);
+        Ok(())
+    }
+
+    fn finished(&self) -> TransportError {
+        let what = format!("transaction `{}` was aborted earlier; the stage restarts", self.id);
+        match self.producer.inner().client().fatal_error() {
+            Some((code, reason)) => TransportError::Fenced(format!("{what} ({code:?}: {reason})")),
+            None => TransportError::TransactionAborted(what),
+        }
+    }
+
+    /// Marks the transaction finished and discards its recorded offsets.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        lock(&self.offsets).clear();
     }
 
     /// `init_transactions` (which fences a predecessor with the same id and aborts its open
@@ -93,6 +124,14 @@ impl KafkaTransaction {
     }
 }
 
+/// Fatal: the producer cannot continue (fenced by a newer instance with the same id).
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    match e {
+        rdkafka::error::KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
 struct TxnProducer(Arc<KafkaTransaction>);
 
 #[async_trait]
@@ -101,7 +140,22 @@ impl Producer for TxnProducer {
         if let Err(error) = self.0.ready().await {
             return Err(EnqueueError { error, record });
         }
-        self.0.producer.enqueue(record).await
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(EnqueueError { error: self.0.finished(), record });
+        }
+        match self.0.producer.enqueue(record).await {
+            Ok(ack) => Ok(ack),
+            Err(EnqueueError { error, record }) => match self.0.producer.inner().client().fatal_error() {
+                // Fenced (or otherwise unusable): retrying would spin; nothing more is produced
+                // through this transaction and the stage restarts with a fresh one.
+                Some((code, reason)) => {
+                    self.0.fail();
+                    tracing::warn!(transactional_id = %self.0.id, ?code, %reason, "transactional producer is fenced");
+                    Err(EnqueueError { error: TransportError::Fenced(format!("{code:?}: {reason}")), record })
+                }
+                None => Err(EnqueueError { error, record }),
+            },
+        }
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), TransportError> {
@@ -121,7 +175,13 @@ impl Transaction for KafkaTransaction {
     }
 
     async fn commit(&self) -> Result<(), TransportError> {
-        self.ready().await?;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(self.finished());
+        }
+        if let Err(e) = self.ready().await {
+            self.fail();
+            return Err(TransportError::TransactionAborted(format!("initialising transactions failed: {e}")));
+        }
         let offsets: Vec<(TopicPartition, i64)> = lock(&self.offsets).iter().map(|(k, v)| (k.clone(), *v)).collect();
         let mut tpl = TopicPartitionList::new();
         for (tp, next) in &offsets {
@@ -133,7 +193,8 @@ impl Transaction for KafkaTransaction {
             None => None,
         };
         if !offsets.is_empty() && metadata.is_none() {
-            return Err(TransportError::Unavailable("no consumer group metadata for the transaction".into()));
+            self.abort("no consumer group metadata for the transaction").await;
+            return Err(TransportError::TransactionAborted("no consumer group metadata for the transaction".into()));
         }
         let p = self.producer.inner().clone();
         tracing::debug!(transactional_id = %self.id, ?offsets, "committing transaction");
@@ -146,17 +207,23 @@ impl Transaction for KafkaTransaction {
                 }
                 p.commit_transaction(TXN_TIMEOUT)
             })();
-            if commit.is_err() {
-                // Leave nothing half open: abort, so the records are processed again.
-                let _ = p.abort_transaction(TXN_TIMEOUT);
+            match commit {
+                Ok(()) => p.begin_transaction().map_err(|e| (e, false)),
+                Err(e) => {
+                    let fatal = is_fatal(&e);
+                    if !fatal {
+                        // Leave nothing half open: its outputs are never visible.
+                        if let Err(abort) = p.abort_transaction(TXN_TIMEOUT) {
+                            tracing::warn!(error = %abort, "aborting the failed transaction failed too");
+                        }
+                    }
+                    Err((e, fatal))
+                }
             }
-            let next = p.begin_transaction();
-            commit.and(next)
         })
-        .await
-        .map_err(|e| TransportError::Unavailable(e.to_string()))?;
+        .await;
         match result {
-            Ok(()) => {
+            Ok(Ok(())) => {
                 let mut recorded = lock(&self.offsets);
                 for (tp, next) in offsets {
                     if recorded.get(&tp) == Some(&next) {
@@ -165,7 +232,39 @@ impl Transaction for KafkaTransaction {
                 }
                 Ok(())
             }
-            Err(e) => Err(classify(&e)),
+            Ok(Err((e, fatal))) => {
+                // The offsets recorded belong to records whose outputs were just aborted.
+                self.fail();
+                tracing::warn!(transactional_id = %self.id, fatal, error = %e, discarded = offsets.len(),
+                    "transaction failed; aborted, recorded offsets discarded");
+                Err(if fatal { TransportError::Fenced(e.to_string()) } else { TransportError::TransactionAborted(e.to_string()) })
+            }
+            Err(join) => {
+                self.fail();
+                Err(TransportError::TransactionAborted(format!("the commit task failed: {join}")))
+            }
+        }
+    }
+
+    async fn abort(&self, reason: &str) {
+        let already = self.failed.load(Ordering::SeqCst);
+        self.fail();
+        if already || self.ready.get().is_none() {
+            return;
+        }
+        tracing::warn!(transactional_id = %self.id, %reason, "aborting the transaction");
+        let p = self.producer.inner().clone();
+        match tokio::task::spawn_blocking(move || p.abort_transaction(TXN_TIMEOUT)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(transactional_id = %self.id, error = %e, "abort failed; the broker aborts it at its timeout"),
+            Err(e) => tracing::warn!(transactional_id = %self.id, error = %e, "abort task failed"),
+        }
+    }
+
+    fn forget(&self, tps: &[TopicPartition]) {
+        let mut recorded = lock(&self.offsets);
+        for tp in tps {
+            recorded.remove(tp);
         }
     }
 
