@@ -2,25 +2,8 @@ use crate::support::*;
 use std::time::Duration;
 
 fn worker_topology(p: &str, guarantee: &str) -> String {
-    format!(
-        r#"
-name: {p}
-transport: kafka
-kafka: {{brokers: "{b}", auto_create_topics: true}}
-topics:
-  {p}-in: {{partitions: 6}}
-  {p}-out: {{partitions: 6}}
-stages:
-  copy:
-    kind: passthrough
-    from: {p}-in
-    to: {p}-out
-    group: {p}-copy
-    guarantee: {guarantee}
-    commit: {{every: 200, interval: 200ms}}
-"#,
-        b = brokers()
-    )
+    let settings = format!("    kind: passthrough\n    guarantee: {guarantee}\n    commit: {{every: 200, interval: 200ms}}\n");
+    one_stage_topology(p, 6, "", "copy", &settings)
 }
 
 async fn crash_and_restart(guarantee: &str) -> Verdict {

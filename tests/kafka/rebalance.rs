@@ -7,19 +7,7 @@ use std::time::Duration;
 async fn group_grows_to_three_and_shrinks_back() {
     let p = unique("grow");
     let dir = tempfile::tempdir().expect("tmp");
-    let yaml = format!(
-        r#"
-name: {p}
-transport: kafka
-kafka: {{brokers: "{b}", auto_create_topics: true}}
-topics:
-  {p}-in: {{partitions: 6}}
-  {p}-out: {{partitions: 6}}
-stages:
-  copy: {{kind: passthrough, from: {p}-in, to: {p}-out, group: {p}-copy, commit: {{every: 100, interval: 200ms}}}}
-"#,
-        b = brokers()
-    );
+    let yaml = one_stage_topology(&p, 6, "", "copy", "    kind: passthrough\n    commit: {every: 100, interval: 200ms}\n");
     let file = write_topology(dir.path(), &yaml);
     let t = transport();
     let (input, output) = (format!("{p}-in"), format!("{p}-out"));

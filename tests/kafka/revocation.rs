@@ -12,28 +12,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn slow_topology(p: &str, tag: &str) -> String {
-    format!(
-        r#"
-name: {p}
-transport: kafka
-kafka: {{brokers: "{b}", auto_create_topics: true}}
-topics:
-  {p}-in: {{partitions: 6}}
-  {p}-out: {{partitions: 6}}
-stages:
-  slow:
-    kind: scripted
-    from: {p}-in
-    to: {p}-out
-    group: {p}-slow
-    drain_timeout: 1s
-    concurrency: 64
-    max_in_flight: 64
-    commit: {{every: 1, interval: 100ms}}
-    config: {{sleep_ms: 2000, tag: {tag}}}
-"#,
-        b = brokers()
-    )
+    let settings = format!(
+        "    kind: scripted\n    drain_timeout: 1s\n    concurrency: 64\n    max_in_flight: 64\n\
+         \x20   commit: {{every: 1, interval: 100ms}}\n    config: {{sleep_ms: 2000, tag: {tag}}}\n"
+    );
+    one_stage_topology(p, 6, "", "slow", &settings)
 }
 
 fn header<'a>(r: &'a weir::envelope::Record, name: &str) -> Option<&'a str> {
@@ -83,27 +66,11 @@ async fn slow_stage_through_a_rebalance_never_produces_after_the_revocation() {
 }
 
 fn eos_topology(p: &str, tag: &str) -> String {
-    format!(
-        r#"
-name: {p}
-transport: kafka
-kafka: {{brokers: "{b}", auto_create_topics: true}}
-topics:
-  {p}-in: {{partitions: 6}}
-  {p}-out: {{partitions: 6}}
-stages:
-  copy:
-    kind: scripted
-    from: {p}-in
-    to: {p}-out
-    group: {p}-copy
-    guarantee: exactly-once
-    drain_timeout: 5s
-    commit: {{every: 20, interval: 200ms}}
-    config: {{jitter_ms: 5, tag: {tag}}}
-"#,
-        b = brokers()
-    )
+    let settings = format!(
+        "    kind: scripted\n    guarantee: exactly-once\n    drain_timeout: 5s\n\
+         \x20   commit: {{every: 20, interval: 200ms}}\n    config: {{jitter_ms: 5, tag: {tag}}}\n"
+    );
+    one_stage_topology(p, 6, "", "copy", &settings)
 }
 
 /// Exactly-once through a rebalance: a second member (another instance, so another

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use weir::envelope::{OutgoingRecord, Record, TopicPartition};
-use weir::topology::plan::{PayloadDecl, TopicPlan};
+use weir::topology::plan::TopicPlan;
 use weir::topology::spec::KafkaSpec;
 use weir::transport::kafka::KafkaTransport;
 use weir::transport::{StartFrom, Transport};
@@ -36,16 +36,7 @@ pub fn transport() -> Arc<dyn Transport> {
 }
 
 pub fn topic(name: &str, partitions: i32) -> TopicPlan {
-    TopicPlan {
-        name: name.into(),
-        partitions,
-        retention: None,
-        cleanup_policy: Default::default(),
-        replication_factor: None,
-        compression: None,
-        payload: PayloadDecl::Any,
-        reader_groups: Default::default(),
-    }
+    TopicPlan::bare(name, partitions)
 }
 
 pub fn record(topic: &str, id: u64, key: &str, seq: u64) -> OutgoingRecord {
@@ -258,6 +249,18 @@ impl Drop for Worker {
 }
 
 /// Writes a topology file for a worker pipeline into `dir`.
+/// A Kafka topology of one stage: `stage` reads `{p}-in` and writes `{p}-out` (both of
+/// `partitions`) in group `{p}-{stage}`. `kafka` holds extra lines for the `kafka:` section
+/// and `settings` the stage's own lines (kind, guarantee, …), each indented as they stand.
+pub fn one_stage_topology(p: &str, partitions: i32, kafka: &str, stage: &str, settings: &str) -> String {
+    format!(
+        "name: {p}\ntransport: kafka\nkafka:\n  brokers: \"{b}\"\n  auto_create_topics: true\n{kafka}\
+         topics:\n  {p}-in: {{partitions: {partitions}}}\n  {p}-out: {{partitions: {partitions}}}\n\
+         stages:\n  {stage}:\n    from: {p}-in\n    to: {p}-out\n    group: {p}-{stage}\n{settings}",
+        b = brokers()
+    )
+}
+
 pub fn write_topology(dir: &std::path::Path, yaml: &str) -> std::path::PathBuf {
     let path = dir.join("topology.yaml");
     std::fs::write(&path, yaml).expect("write topology");

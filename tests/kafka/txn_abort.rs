@@ -11,30 +11,10 @@ use weir::actors::stats::StageStats;
 use weir::envelope::TopicPartition;
 
 fn eos_topology(p: &str) -> String {
-    format!(
-        r#"
-name: {p}
-transport: kafka
-kafka:
-  brokers: "{b}"
-  auto_create_topics: true
-  producer: {{transaction.timeout.ms: "3000", message.timeout.ms: "3000"}}
-topics:
-  {p}-in: {{partitions: 4}}
-  {p}-out: {{partitions: 4}}
-stages:
-  copy:
-    kind: scripted
-    from: {p}-in
-    to: {p}-out
-    group: {p}-copy
-    guarantee: exactly-once
-    # The checkpoint waits for the slow record (up to this long) instead of giving up first.
-    drain_timeout: 40s
-    commit: {{every: 50, interval: 200ms}}
-"#,
-        b = brokers()
-    )
+    let kafka = "  producer: {transaction.timeout.ms: \"3000\", message.timeout.ms: \"3000\"}\n";
+    // The checkpoint waits for the slow record (up to drain_timeout) instead of giving up first.
+    let settings = "    kind: scripted\n    guarantee: exactly-once\n    drain_timeout: 40s\n    commit: {every: 50, interval: 200ms}\n";
+    one_stage_topology(p, 4, kafka, "copy", settings)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
