@@ -186,6 +186,12 @@ impl CircuitBreaker {
 }
 
 impl Admission<'_> {
+    /// Whether the breaker left `Closed` since this (non-probe) admission: the attempt
+    /// should go back and wait rather than call a service the breaker now shields.
+    pub fn lapsed(&self) -> bool {
+        !self.probe && !matches!(self.breaker.lock().state, State::Closed)
+    }
+
     /// Reports how the attempt ended (`failed`: it counts against the service) and returns
     /// the breaker's state afterwards.
     pub fn finish(mut self, failed: bool) -> CircuitState {
@@ -348,7 +354,9 @@ mod tests {
     async fn an_outcome_from_before_the_opening_changes_nothing() {
         let b = breaker(1, LONG, LONG);
         let early = b.admit().await;
+        assert!(!early.lapsed());
         assert_eq!(attempt(&b, true).await, CircuitState::Open);
+        assert!(early.lapsed(), "admitted while closed, now open: it should wait again");
         assert_eq!(early.finish(false), CircuitState::Open, "a late success does not close it");
     }
 }

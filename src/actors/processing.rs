@@ -20,7 +20,7 @@ use super::stats::StageStats;
 use crate::envelope::Record;
 use crate::stages::payload::PayloadChecks;
 use crate::stages::{Stage, StageContext, StageError};
-use crate::topology::plan::StagePlan;
+use crate::topology::plan::{RetryPolicy, StagePlan};
 use dashmap::DashMap;
 use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -249,6 +249,12 @@ impl RecordProcessor {
                 let Ok(_permit) = self.concurrency.acquire().await else {
                     return Processed::Abandoned;
                 };
+                // Checked again right before the call (no await in between): an attempt
+                // admitted while closed that waited for its turn must not call a service
+                // the breaker opened on meanwhile.
+                if admission.as_ref().is_some_and(|a| a.lapsed()) {
+                    continue;
+                }
                 let cx = StageContext { stage: &self.plan.name, attempt };
                 let call = self.attempt(&record, &cx);
                 if self.stage.cancel_on_shutdown() {
@@ -279,7 +285,7 @@ impl RecordProcessor {
                 }
                 Err(e) if e.is_transient() && attempt < self.plan.retry.attempts => {
                     StageStats::add(&self.stats.retried, 1);
-                    let wait = self.retry_wait(attempt, e.retry_after());
+                    let wait = retry_wait(&self.plan.retry, attempt, e.retry_after());
                     tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
                         offset = record.offset, attempt, ?wait, reason = %e, "transient failure; retrying");
                     tokio::select! {
@@ -317,13 +323,6 @@ impl RecordProcessor {
                 )))
             }
         }
-    }
-
-    /// The wait before the attempt after `attempt`: the stage's backoff, or longer when
-    /// the service asked for it (`Retry-After`), never beyond `retry.max`.
-    fn retry_wait(&self, attempt: u32, hint: Option<Duration>) -> Duration {
-        let retry = &self.plan.retry;
-        retry.delay(attempt).max(hint.unwrap_or_default()).min(retry.max)
     }
 
     async fn emit(
@@ -436,9 +435,33 @@ impl RecordProcessor {
     }
 }
 
+/// The wait before the attempt after `attempt`: the stage's backoff, or longer when the
+/// service asked for it (`Retry-After`), never beyond `retry.max`.
+fn retry_wait(retry: &RetryPolicy, attempt: u32, hint: Option<Duration>) -> Duration {
+    retry.delay(attempt).max(hint.unwrap_or_default()).min(retry.max)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::PartitionFence;
+    use super::{retry_wait, PartitionFence};
+    use crate::topology::plan::RetryPolicy;
+    use crate::topology::spec::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn the_retry_wait_is_the_longer_of_backoff_and_retry_after_capped_at_max() {
+        let retry = RetryPolicy {
+            attempts: 5,
+            backoff: Backoff::Exponential,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(retry_wait(&retry, 3, None)), 400, "no hint: the backoff");
+        assert_eq!(ms(retry_wait(&retry, 1, Some(Duration::from_secs(1)))), 1000, "a longer hint wins");
+        assert_eq!(ms(retry_wait(&retry, 3, Some(Duration::from_millis(10)))), 400, "a shorter hint does not shorten");
+        assert_eq!(ms(retry_wait(&retry, 1, Some(Duration::from_secs(120)))), 5000, "capped at retry.max");
+    }
 
     #[tokio::test]
     async fn a_closed_fence_admits_no_send_and_counts_the_ones_in_flight() {

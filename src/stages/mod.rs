@@ -242,3 +242,22 @@ pub trait StageKind: 'static {
     }
     fn build(config: Self::Config, env: &BuildEnv<'_>) -> Result<Arc<dyn Stage>, BuildError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StageError;
+    use crate::connectors::ServiceError;
+    use std::time::Duration;
+
+    #[test]
+    fn a_service_hint_survives_the_conversion_and_stays_transient() {
+        let hinted: StageError =
+            ServiceError::Transient { reason: "HTTP 429".into(), retry_after: Some(Duration::from_secs(2)) }.into();
+        assert_eq!(hinted.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!((hinted.class(), hinted.is_transient(), hinted.to_string().as_str()), ("transient", true, "HTTP 429"));
+        let plain: StageError = ServiceError::transient("reset").into();
+        assert_eq!((plain.retry_after(), plain.class()), (None, "transient"));
+        let permanent: StageError = ServiceError::permanent("HTTP 400").into();
+        assert_eq!((permanent.retry_after(), permanent.is_transient()), (None, false));
+    }
+}
