@@ -4,6 +4,7 @@
 //! enter and offsets are committed there) → [`stage_actor`] runs the kind's code through
 //! [`processing`] → [`producer`] sends the outputs (records leave there).
 
+pub mod circuit_breaker;
 pub mod key_lanes;
 pub mod offsets;
 pub mod partition_consumer;

@@ -1,19 +1,26 @@
 //! What happens to one record inside a stage: payload check, rate limit, the kind's
 //! `handle` with retries, then its outputs — or the dead-letter topic.
 //!
-//! Failure classes: a `Transient` error is retried with the stage's backoff while the
-//! record's key lane and offset wait; after the last attempt the record is dead-lettered
-//! as `transient`. A `Permanent` error, a payload that does not match its topic, or an
+//! Protections, in order around each attempt: the stage's circuit breaker (records wait
+//! while it is open), its rate limit (shared by all its partitions in this node), its
+//! concurrency, and its per-attempt `timeout` innermost, so each attempt gets its own
+//! deadline.
+//!
+//! Failure classes: a `Transient` error is retried with the stage's backoff (or the
+//! service's `Retry-After`, when longer, capped at `retry.max`) while the record's key
+//! lane and offset wait; after the last attempt the record is dead-lettered as
+//! `transient`. Failures while the breaker is open do not spend attempts. A `Permanent` error, a payload that does not match its topic, or an
 //! invalid output dead-letters at once. A record the stage panicked on is retried through
 //! stage restarts and dead-lettered as `panic` once it reached the attempt limit, so one
 //! poison record cannot keep a stage restarting forever.
 
+use super::circuit_breaker::{CircuitBreaker, CircuitState};
 use super::producer::{Acks, OutputProducer, SendError};
 use super::stats::StageStats;
 use crate::envelope::Record;
 use crate::stages::payload::PayloadChecks;
 use crate::stages::{Stage, StageContext, StageError};
-use crate::topology::plan::StagePlan;
+use crate::topology::plan::{RetryPolicy, StagePlan};
 use dashmap::DashMap;
 use futures::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -33,6 +40,13 @@ impl Stopping {
 
     pub fn is_stopped(&self) -> bool {
         *self.0.borrow()
+    }
+
+    /// Resolves once stopping began.
+    pub async fn stopped(&self) {
+        let mut rx = self.0.clone();
+        // An error means the sender is gone: the node is going away, so stop too.
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Sleeps for `d`; returns true if stopping began first.
@@ -146,6 +160,8 @@ pub struct RecordProcessor {
     checks: PayloadChecks,
     limiter: Option<DefaultDirectRateLimiter>,
     concurrency: Semaphore,
+    /// One per stage and node: every partition's records pass the same breaker.
+    breaker: Option<CircuitBreaker>,
     poison: Arc<PoisonLog>,
     stats: Arc<StageStats>,
     stopping: Stopping,
@@ -165,7 +181,8 @@ impl RecordProcessor {
             .rate_limit
             .map(|r| RateLimiter::direct(Quota::per_second(r.per_second).allow_burst(r.burst)));
         let concurrency = Semaphore::new(plan.concurrency);
-        RecordProcessor { plan, stage, out, checks, limiter, concurrency, poison, stats, stopping }
+        let breaker = plan.circuit_breaker.map(|policy| CircuitBreaker::new(&plan.name, policy, stats.clone()));
+        RecordProcessor { plan, stage, out, checks, limiter, concurrency, breaker, poison, stats, stopping }
     }
 
     pub fn poison(&self) -> &PoisonLog {
@@ -209,11 +226,21 @@ impl RecordProcessor {
         }
         let mut attempt = 1;
         loop {
+            // Waits at the breaker before every attempt: during an outage records queue
+            // here, keeping their attempts (see `circuit_breaker`).
+            let admission = match &self.breaker {
+                Some(breaker) => tokio::select! {
+                    a = breaker.admit() => Some(a),
+                    _ = self.stopping.stopped() => return Processed::Abandoned,
+                    _ = fence.closed() => return Processed::Fenced,
+                },
+                None => None,
+            };
             if let Some(limiter) = &self.limiter {
                 let waiting = std::time::Instant::now();
                 tokio::select! {
                     _ = limiter.until_ready() => {}
-                    _ = self.stopping.sleep_or_stop(Duration::from_secs(3600)) => return Processed::Abandoned,
+                    _ = self.stopping.stopped() => return Processed::Abandoned,
                     _ = fence.closed() => return Processed::Fenced,
                 }
                 StageStats::add(&self.stats.rate_limit_wait_ns, waiting.elapsed().as_nanos() as u64);
@@ -222,42 +249,78 @@ impl RecordProcessor {
                 let Ok(_permit) = self.concurrency.acquire().await else {
                     return Processed::Abandoned;
                 };
+                // Checked again right before the call (no await in between): an attempt
+                // admitted while closed that waited for its turn must not call a service
+                // the breaker opened on meanwhile.
+                if admission.as_ref().is_some_and(|a| a.lapsed()) {
+                    continue;
+                }
                 let cx = StageContext { stage: &self.plan.name, attempt };
+                let call = self.attempt(&record, &cx);
                 if self.stage.cancel_on_shutdown() {
                     tokio::select! {
-                        r = self.stage.handle(&record, &cx) => r,
-                        _ = self.stopping.sleep_or_stop(Duration::from_secs(365 * 24 * 3600)) => return Processed::Abandoned,
+                        r = call => r,
+                        _ = self.stopping.stopped() => return Processed::Abandoned,
                         _ = fence.closed() => return Processed::Fenced,
                     }
                 } else {
-                    self.stage.handle(&record, &cx).await
+                    call.await
                 }
             };
             match &result {
-                Err(StageError::Transient(_)) => StageStats::add(&self.stats.failures.transient, 1),
                 Err(StageError::Permanent(_)) => StageStats::add(&self.stats.failures.permanent, 1),
+                Err(_) => StageStats::add(&self.stats.failures.transient, 1),
                 Ok(_) => {}
             }
+            let failed = result.as_ref().err().is_some_and(StageError::is_transient);
+            // A failure while the breaker is (or just went) open is the outage's, not the
+            // record's: the attempt is not spent and the record waits at the breaker.
+            let outage = admission.map(|a| a.finish(failed)).is_some_and(|s| s != CircuitState::Closed);
             match result {
                 Ok(outputs) => return self.emit(&record, outputs, attempt, started, fence).await,
-                Err(StageError::Transient(reason)) if attempt < self.plan.retry.attempts => {
+                Err(e) if e.is_transient() && outage => {
                     StageStats::add(&self.stats.retried, 1);
-                    let wait = self.plan.retry.delay(attempt);
+                    tracing::debug!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
+                        offset = record.offset, attempt, reason = %e, "transient failure while the circuit breaker is open; the record waits");
+                }
+                Err(e) if e.is_transient() && attempt < self.plan.retry.attempts => {
+                    StageStats::add(&self.stats.retried, 1);
+                    let wait = retry_wait(&self.plan.retry, attempt, e.retry_after());
                     tracing::warn!(stage = %self.plan.name, topic = %record.topic, partition = record.partition,
-                        offset = record.offset, attempt, ?wait, %reason, "transient failure; retrying");
+                        offset = record.offset, attempt, ?wait, reason = %e, "transient failure; retrying");
                     tokio::select! {
                         stopped = self.stopping.sleep_or_stop(wait) => if stopped { return Processed::Abandoned },
                         _ = fence.closed() => return Processed::Fenced,
                     }
                     attempt += 1;
                 }
-                Err(StageError::Transient(reason)) => {
-                    let reason = format!("gave up after {attempt} attempts: {reason}");
+                Err(e) if e.is_transient() => {
+                    let reason = format!("gave up after {attempt} attempts: {e}");
                     return self.dead_letter(&record, "transient", &reason, attempt, fence).await;
                 }
-                Err(StageError::Permanent(reason)) => {
-                    return self.dead_letter(&record, "permanent", &reason, attempt, fence).await;
+                Err(e) => {
+                    return self.dead_letter(&record, "permanent", &e.to_string(), attempt, fence).await;
                 }
+            }
+        }
+    }
+
+    /// One attempt of the kind's `handle`, bounded by the stage's `timeout`: on expiry the
+    /// call's future is dropped (cancelling what it was waiting on) and the attempt is a
+    /// transient failure.
+    async fn attempt(&self, record: &Record, cx: &StageContext<'_>) -> Result<Vec<crate::stages::Output>, StageError> {
+        let Some(limit) = self.plan.timeout else {
+            return self.stage.handle(record, cx).await;
+        };
+        match tokio::time::timeout(limit, self.stage.handle(record, cx)).await {
+            Ok(r) => r,
+            Err(_) => {
+                StageStats::add(&self.stats.timeouts, 1);
+                Err(StageError::Transient(format!(
+                    "attempt {} timed out after {} (the stage's `timeout`)",
+                    cx.attempt,
+                    humantime::format_duration(limit)
+                )))
             }
         }
     }
@@ -372,9 +435,33 @@ impl RecordProcessor {
     }
 }
 
+/// The wait before the attempt after `attempt`: the stage's backoff, or longer when the
+/// service asked for it (`Retry-After`), never beyond `retry.max`.
+fn retry_wait(retry: &RetryPolicy, attempt: u32, hint: Option<Duration>) -> Duration {
+    retry.delay(attempt).max(hint.unwrap_or_default()).min(retry.max)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::PartitionFence;
+    use super::{retry_wait, PartitionFence};
+    use crate::topology::plan::RetryPolicy;
+    use crate::topology::spec::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn the_retry_wait_is_the_longer_of_backoff_and_retry_after_capped_at_max() {
+        let retry = RetryPolicy {
+            attempts: 5,
+            backoff: Backoff::Exponential,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(retry_wait(&retry, 3, None)), 400, "no hint: the backoff");
+        assert_eq!(ms(retry_wait(&retry, 1, Some(Duration::from_secs(1)))), 1000, "a longer hint wins");
+        assert_eq!(ms(retry_wait(&retry, 3, Some(Duration::from_millis(10)))), 400, "a shorter hint does not shorten");
+        assert_eq!(ms(retry_wait(&retry, 1, Some(Duration::from_secs(120)))), 5000, "capped at retry.max");
+    }
 
     #[tokio::test]
     async fn a_closed_fence_admits_no_send_and_counts_the_ones_in_flight() {

@@ -83,6 +83,14 @@ pub struct StageStats {
     /// Records whose outputs were refused because their partition had been revoked
     /// (still running at the drain deadline); the partition's next owner handles them.
     pub fenced_records: AtomicU64,
+    /// The stage's circuit breaker: 0 closed, 1 open, 2 half-open; -1 when it has none.
+    pub circuit_state: AtomicI64,
+    /// Times the breaker opened (including re-openings after a failed probe).
+    pub circuit_opens: AtomicU64,
+    /// Woken on every breaker transition, so tests and readers can await one.
+    pub circuit_notify: tokio::sync::Notify,
+    /// Attempts cancelled by the stage's `timeout` (counted as transient failures).
+    pub timeouts: AtomicU64,
     /// Revocation acknowledgements: (partition, wall-clock ms just before the ack), in
     /// order. Bounded: only the last [`REVOCATION_LOG`] are kept.
     pub revocations: std::sync::Mutex<std::collections::VecDeque<(TopicPartition, i64)>>,
@@ -118,6 +126,10 @@ impl Default for StageStats {
             transaction_aborts: AtomicU64::new(0),
             transactions_fenced: AtomicU64::new(0),
             fenced_records: AtomicU64::new(0),
+            circuit_state: AtomicI64::new(-1),
+            circuit_opens: AtomicU64::new(0),
+            circuit_notify: tokio::sync::Notify::new(),
+            timeouts: AtomicU64::new(0),
             revocations: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
@@ -185,6 +197,19 @@ impl StageStats {
 
     pub fn committed_offset(&self, partition: &str) -> Option<i64> {
         self.committed.get(partition).map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the circuit breaker's gauge satisfies `pred` (0 closed, 1 open, 2 half-open).
+    pub async fn wait_circuit(&self, pred: impl Fn(i64) -> bool) {
+        loop {
+            let notified = self.circuit_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if pred(self.circuit_state.load(Ordering::Relaxed)) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until `partition`'s committed offset reaches `at_least`.

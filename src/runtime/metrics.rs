@@ -4,9 +4,11 @@
 //!
 //! - `GET /healthz` — 200 while the supervisor is healthy, else 503.
 //! - `GET /readyz`  — 200 once every stage's consumer joined its group and the transport
-//!   answers; else 503 with what is missing.
+//!   answers; else 503 with what is missing. The body also shows each circuit breaker's
+//!   state (`circuit_breakers`), which does not change readiness.
 //! - `GET /metrics` — Prometheus text (docs/observability.md).
 
+use crate::actors::circuit_breaker::CircuitState;
 use crate::actors::stats::NodeStats;
 use crate::actors::supervisor::Health;
 use crate::ingress::listener::HttpLimits;
@@ -93,12 +95,25 @@ async fn readyz(State(s): State<MetricsState>) -> Response {
     };
     let partitions: serde_json::Map<String, serde_json::Value> =
         s.stats.stages.iter().map(|e| (e.key().clone(), serde_json::json!(e.value().partitions.len()))).collect();
+    // An open breaker is reported, not made a readiness failure: the outage is the
+    // service's, the node is working as meant (records wait, nothing is lost), and
+    // taking it out of rotation would not bring the service back.
+    let circuits: serde_json::Map<String, serde_json::Value> = s
+        .stats
+        .stages
+        .iter()
+        .filter_map(|e| {
+            let state = CircuitState::from_gauge(e.value().circuit_state.load(std::sync::atomic::Ordering::Relaxed))?;
+            Some((e.key().clone(), serde_json::json!(state.as_str())))
+        })
+        .collect();
     let ready = waiting.is_empty() && transport.is_ok() && s.health.is_healthy();
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
         "stages_not_joined": waiting,
         "transport": match &transport { Ok(()) => "ok".to_string(), Err(e) => e.clone() },
         "partitions": partitions,
+        "circuit_breakers": circuits,
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()

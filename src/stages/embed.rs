@@ -12,7 +12,6 @@
 //! The default embedder is deterministic and offline (see `connectors::embed`): good for
 //! tests and for wiring a pipeline before choosing a model, not for semantic search.
 
-use super::retry_after::RetryAfterGate;
 use super::template::{self, Template};
 use super::{BuildEnv, BuildError, Output, Payload, Stage, StageContext, StageError, StageKind};
 use crate::connectors::embed::{self as embedders, Embedder, EmbedderConfig};
@@ -34,7 +33,6 @@ pub struct Embed {
     embedder: Arc<dyn Embedder>,
     text: Template,
     into: String,
-    gate: RetryAfterGate,
 }
 
 impl StageKind for Embed {
@@ -56,19 +54,17 @@ impl StageKind for Embed {
             embedder: embedders::build(&c.provider).map_err(err)?,
             text: Template::parse(&c.text).map_err(err)?,
             into: c.into,
-            gate: RetryAfterGate::new(&env.stage.retry),
         }))
     }
 }
 
 #[async_trait]
 impl Stage for Embed {
-    async fn handle(&self, record: &Record, cx: &StageContext<'_>) -> Result<Vec<Output>, StageError> {
+    async fn handle(&self, record: &Record, _cx: &StageContext<'_>) -> Result<Vec<Output>, StageError> {
         let mut payload: serde_json::Value = super::decode(record)?;
         let text = self.text.render(&payload).map_err(StageError::Permanent)?;
-        self.gate.wait(record, cx.attempt).await;
         let mut vectors =
-            self.embedder.embed(&[text]).await.map_err(|e| self.gate.stage_error(record, cx.attempt, e))?;
+            self.embedder.embed(&[text]).await.map_err(StageError::from)?;
         let vector = vectors.pop().ok_or_else(|| StageError::Permanent("the embedder returned no vector".into()))?;
         template::set_at(&mut payload, &self.into, serde_json::json!(vector)).map_err(StageError::Permanent)?;
         Ok(vec![Output::new("default", Payload::Json(payload))

@@ -20,7 +20,6 @@
 //! (retried, honouring `Retry-After` capped at `retry.max`); any other status permanent,
 //! dead-lettered with the status and the start of the body.
 
-use super::retry_after::RetryAfterGate;
 use super::template::{self, Template};
 use super::{BuildEnv, BuildError, Output, Payload, Stage, StageContext, StageError, StageKind};
 use crate::connectors::{http as wire, Secret};
@@ -79,7 +78,6 @@ pub struct Http {
     headers: HeaderMap,
     body: Body,
     into: Option<String>,
-    gate: RetryAfterGate,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,7 +152,6 @@ impl StageKind for Http {
             headers,
             body: c.body().map_err(err)?,
             into: c.into,
-            gate: RetryAfterGate::new(&env.stage.retry),
         }))
     }
 }
@@ -170,9 +167,8 @@ impl Stage for Http {
             Body::Payload => request.header(CONTENT_TYPE, "application/json").body(record.payload.clone()),
             Body::Template(t) => request.json(&template::render_json(t, &payload).map_err(StageError::Permanent)?),
         };
-        self.gate.wait(record, cx.attempt).await;
         let what = format!("{} {url}", self.method);
-        let (_, body) = wire::send(&what, request).await.map_err(|e| self.gate.stage_error(record, cx.attempt, e))?;
+        let (_, body) = wire::send(&what, request).await.map_err(StageError::from)?;
         tracing::debug!(stage = cx.stage, %what, bytes = body.len(), "http call answered");
         let answer: Option<serde_json::Value> =
             if body.is_empty() { Some(serde_json::Value::Null) } else { serde_json::from_slice(&body).ok() };

@@ -27,7 +27,6 @@
 //! Metrics: `weir_llm_tokens_total{stage,model,direction}`,
 //! `weir_llm_cost_usd_total{stage,model}`, `weir_llm_cache_total{stage,result}`.
 
-use super::retry_after::RetryAfterGate;
 use super::template::{self, Template};
 use super::{BuildEnv, BuildError, Output, Payload, Stage, StageContext, StageError, StageKind};
 use crate::connectors::llm::{self as providers, ChatProvider, ChatRequest, Message, ProviderConfig, Usage};
@@ -144,7 +143,6 @@ pub struct Llm {
     cache: Option<moka::sync::Cache<String, Answer>>,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<(DefaultDirectRateLimiter, NonZeroU32)>,
-    gate: RetryAfterGate,
 }
 
 fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
@@ -203,7 +201,6 @@ impl StageKind for Llm {
             cache,
             requests: c.requests_per_second.map(|n| RateLimiter::direct(Quota::per_second(n))),
             tokens: c.tokens_per_minute.map(|n| (RateLimiter::direct(Quota::per_minute(n)), n)),
-            gate: RetryAfterGate::new(&env.stage.retry),
         }))
     }
 }
@@ -241,10 +238,10 @@ impl Llm {
         }
     }
 
-    async fn call(&self, record: &Record, cx: &StageContext<'_>, request: &ChatRequest) -> Result<(String, bool), StageError> {
+    async fn call(&self, request: &ChatRequest) -> Result<(String, bool), StageError> {
         self.admit(request).await;
         let answer =
-            self.provider.complete(request).await.map_err(|e| self.gate.stage_error(record, cx.attempt, e))?;
+            self.provider.complete(request).await.map_err(StageError::from)?;
         self.count(answer.usage);
         Ok((answer.text, answer.mock))
     }
@@ -261,8 +258,8 @@ impl Llm {
         Ok(value)
     }
 
-    async fn answer(&self, record: &Record, cx: &StageContext<'_>, mut request: ChatRequest) -> Result<Answer, StageError> {
-        let (text, mock) = self.call(record, cx, &request).await?;
+    async fn answer(&self, cx: &StageContext<'_>, mut request: ChatRequest) -> Result<Answer, StageError> {
+        let (text, mock) = self.call(&request).await?;
         if !self.json {
             return Ok(Answer { value: Value::String(text), mock });
         }
@@ -275,7 +272,7 @@ impl Llm {
         request.messages.push(Message::user(format!(
             "Your previous answer was invalid: {problem}. Answer again with only the corrected JSON."
         )));
-        let (text, mock) = self.call(record, cx, &request).await?;
+        let (text, mock) = self.call(&request).await?;
         match self.validate(&text) {
             Ok(value) => Ok(Answer { value, mock }),
             Err(again) => Err(StageError::Permanent(format!("LLM answer invalid after one corrective retry: {again}"))),
@@ -307,8 +304,7 @@ impl Stage for Llm {
                     messages.push(Message::system(s));
                 }
                 messages.push(Message::user(prompt));
-                self.gate.wait(record, cx.attempt).await;
-                let a = self.answer(record, cx, ChatRequest { messages, json: self.json }).await?;
+                let a = self.answer(cx, ChatRequest { messages, json: self.json }).await?;
                 if let Some(c) = &self.cache {
                     c.insert(key, a.clone());
                 }

@@ -19,7 +19,6 @@ pub mod log;
 pub mod passthrough;
 pub mod payload;
 mod registry;
-pub mod retry_after;
 pub mod router;
 pub mod skeji;
 pub mod sql;
@@ -67,12 +66,19 @@ pub enum StageError {
     /// Will fail however often it is tried (malformed input, a rejected request).
     #[error("{0}")]
     Permanent(String),
+    /// Transient, and the service said when to try again (`Retry-After`): the runtime
+    /// waits max(backoff, `retry_after`) before the next attempt, capped at `retry.max`.
+    #[error("{reason}")]
+    TransientAfter { reason: String, retry_after: std::time::Duration },
 }
 
 impl From<crate::connectors::ServiceError> for StageError {
     fn from(e: crate::connectors::ServiceError) -> Self {
         match e {
-            crate::connectors::ServiceError::Transient { reason, .. } => StageError::Transient(reason),
+            crate::connectors::ServiceError::Transient { reason, retry_after: Some(retry_after) } => {
+                StageError::TransientAfter { reason, retry_after }
+            }
+            crate::connectors::ServiceError::Transient { reason, retry_after: None } => StageError::Transient(reason),
             crate::connectors::ServiceError::Permanent(reason) => StageError::Permanent(reason),
         }
     }
@@ -81,8 +87,20 @@ impl From<crate::connectors::ServiceError> for StageError {
 impl StageError {
     pub fn class(&self) -> &'static str {
         match self {
-            StageError::Transient(_) => "transient",
+            StageError::Transient(_) | StageError::TransientAfter { .. } => "transient",
             StageError::Permanent(_) => "permanent",
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StageError::Permanent(_))
+    }
+
+    /// The service's own hint for when to try again, if it gave one.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            StageError::TransientAfter { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 }
@@ -223,4 +241,23 @@ pub trait StageKind: 'static {
         Ok(())
     }
     fn build(config: Self::Config, env: &BuildEnv<'_>) -> Result<Arc<dyn Stage>, BuildError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StageError;
+    use crate::connectors::ServiceError;
+    use std::time::Duration;
+
+    #[test]
+    fn a_service_hint_survives_the_conversion_and_stays_transient() {
+        let hinted: StageError =
+            ServiceError::Transient { reason: "HTTP 429".into(), retry_after: Some(Duration::from_secs(2)) }.into();
+        assert_eq!(hinted.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!((hinted.class(), hinted.is_transient(), hinted.to_string().as_str()), ("transient", true, "HTTP 429"));
+        let plain: StageError = ServiceError::transient("reset").into();
+        assert_eq!((plain.retry_after(), plain.class()), (None, "transient"));
+        let permanent: StageError = ServiceError::permanent("HTTP 400").into();
+        assert_eq!((permanent.retry_after(), permanent.is_transient()), (None, false));
+    }
 }

@@ -211,6 +211,39 @@ impl prometheus_client::collector::Collector for Snapshot {
         gauges(&mut e, "weir_partition_in_flight", "Records delivered and not yet complete.", &borrow_i(&in_flight))?;
 
         counters(&mut e, "weir_supervisor_restarts", "Stage restarts by the supervisor.", &per_stage(&|s| load(&s.restarts)))?;
+        counters(
+            &mut e,
+            "weir_attempts_timed_out",
+            "Attempts cancelled by the stage's `timeout` (retried as transient).",
+            &per_stage(&|s| load(&s.timeouts)),
+        )?;
+        let circuit: Vec<(Labels<'_>, i64)> = self
+            .stages
+            .iter()
+            .filter_map(|(name, s)| {
+                let state = s.circuit_state.load(Ordering::Relaxed);
+                (state >= 0).then(|| (vec![("stage", name.as_str())], state))
+            })
+            .collect();
+        gauges(&mut e, "weir_circuit_state", "The stage's circuit breaker: 0 closed, 1 open, 2 half-open.", &circuit)?;
+        counters(
+            &mut e,
+            "weir_transaction_aborts",
+            "Exactly-once transactions aborted (their records are processed again).",
+            &per_stage(&|s| load(&s.transaction_aborts)),
+        )?;
+        counters(
+            &mut e,
+            "weir_transactions_fenced",
+            "Aborted transactions where another instance took over the transactional.id.",
+            &per_stage(&|s| load(&s.transactions_fenced)),
+        )?;
+        counters(
+            &mut e,
+            "weir_fenced_records",
+            "Records whose outputs were refused because their partition had been revoked.",
+            &per_stage(&|s| load(&s.fenced_records)),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "weir_rate_limiter_wait_seconds",

@@ -106,8 +106,33 @@ pub struct StagePlan {
     pub rate_limit: Option<RateLimit>,
     pub commit: CommitPolicy,
     pub drain_timeout: Duration,
+    /// Per-attempt bound on `handle`; `None` waits as long as the kind does.
+    pub timeout: Option<Duration>,
+    pub circuit_breaker: Option<CircuitBreakerPolicy>,
     pub guarantee: Guarantee,
     pub config: serde_json::Value,
+}
+
+/// `circuit_breaker:` of a stage, with its defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CircuitBreakerPolicy {
+    /// Opens at this share of transient failures, in (0, 1].
+    pub failure_ratio: f64,
+    /// Attempts the window must hold before the ratio counts.
+    pub min_calls: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+}
+
+impl Default for CircuitBreakerPolicy {
+    fn default() -> Self {
+        CircuitBreakerPolicy {
+            failure_ratio: 0.5,
+            min_calls: 10,
+            window: Duration::from_secs(30),
+            open_for: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -278,6 +303,19 @@ pub(crate) fn build(
             .unwrap_or(DEFAULT_COMMIT_INTERVAL),
         };
         let drain = s.drain_timeout.as_ref().or(d.drain_timeout.as_ref()).cloned();
+        let timeout = s.timeout.as_ref().or(d.timeout.as_ref()).cloned();
+        let circuit_breaker = match &s.circuit_breaker {
+            None => None,
+            Some(b) => {
+                let defaults = CircuitBreakerPolicy::default();
+                Some(CircuitBreakerPolicy {
+                    failure_ratio: b.failure_ratio.unwrap_or(defaults.failure_ratio),
+                    min_calls: b.min_calls.unwrap_or(defaults.min_calls).max(1),
+                    window: opt_duration(&b.window, name, "circuit_breaker.window")?.unwrap_or(defaults.window),
+                    open_for: opt_duration(&b.open_for, name, "circuit_breaker.open_for")?.unwrap_or(defaults.open_for),
+                })
+            }
+        };
         stages.push(StagePlan {
             name: name.clone(),
             kind: s.kind.clone(),
@@ -292,6 +330,8 @@ pub(crate) fn build(
             rate_limit,
             commit,
             drain_timeout: opt_duration(&drain, name, "drain_timeout")?.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            timeout: opt_duration(&timeout, name, "timeout")?,
+            circuit_breaker,
             guarantee: s.guarantee,
             config: serde_json::Value::Object(s.config.clone()),
         });

@@ -4,7 +4,7 @@
 
 use super::introspect::struct_fields;
 use super::spec::{
-    AdminSpec, HttpSpec, MetricsSpec, TracingSpec, CommitSpec, EmbeddedSpec, IngressSpec, KafkaSecuritySpec, KafkaSpec, RateLimitSpec, RetrySpec,
+    AdminSpec, HttpSpec, MetricsSpec, TracingSpec, CircuitBreakerSpec, CommitSpec, EmbeddedSpec, IngressSpec, KafkaSecuritySpec, KafkaSpec, RateLimitSpec, RetrySpec,
     StageDefaults, StageSpec, TopicSpec, TopologySpec,
 };
 use super::{Diagnostic, Diagnostics};
@@ -279,6 +279,9 @@ fn struct_at(parent: &[&str]) -> Option<(&'static [&'static str], String)> {
         ["stages", s] => (struct_fields::<StageSpec>(), format!("in stage `{s}`")),
         ["stages", s, "retry"] => (struct_fields::<RetrySpec>(), format!("in `retry` of stage `{s}`")),
         ["stages", s, "rate_limit"] => (struct_fields::<RateLimitSpec>(), format!("in `rate_limit` of stage `{s}`")),
+        ["stages", s, "circuit_breaker"] => {
+            (struct_fields::<CircuitBreakerSpec>(), format!("in `circuit_breaker` of stage `{s}`"))
+        }
         ["stages", s, "commit"] => (struct_fields::<CommitSpec>(), format!("in `commit` of stage `{s}`")),
         ["ingress", i] => (struct_fields::<IngressSpec>(), format!("in ingress `{i}`")),
         _ => return None,

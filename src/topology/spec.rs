@@ -304,6 +304,10 @@ pub struct StageDefaults {
     pub commit: Option<CommitSpec>,
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// Per-attempt bound on a stage's `handle` (e.g. `5s`); on expiry the attempt is
+    /// cancelled and counts as a transient failure.
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +369,12 @@ pub struct StageSpec {
     pub commit: Option<CommitSpec>,
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// Per-attempt bound on `handle`; overrides `defaults.timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Pauses the stage while its attempts keep failing transiently (an outage).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerSpec>,
     /// Declares that this stage closes a loop on purpose (e.g. executor ⇄ domain services).
     #[serde(default)]
     pub allow_cycle: bool,
@@ -451,6 +461,23 @@ pub enum Backoff {
     Exponential,
     Fixed,
     Linear,
+}
+
+/// `circuit_breaker:` of a stage. Every field has a default (see `plan`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CircuitBreakerSpec {
+    /// Opens when this share of the window's attempts failed transiently, in (0, 1].
+    #[serde(default)]
+    pub failure_ratio: Option<f64>,
+    /// ... and at least this many attempts ended in the window.
+    #[serde(default)]
+    pub min_calls: Option<u32>,
+    /// The sliding window the ratio is computed over, e.g. `30s`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// How long it stays open before letting a probe through, e.g. `5s`.
+    #[serde(default)]
+    pub open_for: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

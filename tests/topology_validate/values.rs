@@ -83,6 +83,50 @@ fn rate_limit_below_one() {
 }
 
 #[test]
+fn circuit_breaker_values_out_of_range() {
+    let yaml = with(
+        "    circuit_breaker:\n      failure_ratio: 0\n      min_calls: 0\n      window: 0s\n      open_for: whenever\n",
+    );
+    let d = errors(&yaml);
+    assert_eq!(d.len(), 4, "{}", Diagnostics(d.clone()));
+    assert_at(&d[0], &yaml, 10, "0", "stage `work`", "`failure_ratio` must be above 0 and at most 1");
+    assert_at(&d[1], &yaml, 11, "0", "stage `work`", "`min_calls` must be at least 1");
+    assert_at(&d[2], &yaml, 12, "0s", "stage `work`", "`window` must be longer than zero");
+    assert_at(&d[3], &yaml, 13, "whenever", "stage `work`", "`open_for`: `whenever` is not a duration");
+    // Above 1 is out of range too.
+    let yaml = with("    circuit_breaker: {failure_ratio: 1.5}\n");
+    let d = only(&yaml);
+    assert_at(&d, &yaml, 9, "1.5", "stage `work`", "`failure_ratio` must be above 0 and at most 1");
+}
+
+#[test]
+fn circuit_breaker_unknown_field_is_named_with_a_hint() {
+    let yaml = with("    circuit_breaker: {failure_ratio: 0.5, open_fro: 5s}\n");
+    let d = only(&yaml);
+    assert_at(&d, &yaml, 9, "open_fro", "stage `work`", "unknown field `open_fro` in `circuit_breaker` of stage `work`");
+    assert!(d.message.contains("open_for"), "{d}");
+}
+
+#[test]
+fn circuit_breaker_within_range_is_accepted() {
+    let yaml = with("    circuit_breaker: {failure_ratio: 1, min_calls: 1, window: 1s, open_for: 100ms}\n    timeout: 2s\n");
+    let plan = parse_with(&yaml, &|_| None).unwrap_or_else(|d| panic!("{d}")).plan(None).expect("plan");
+    let b = plan.stages[0].circuit_breaker.expect("a breaker");
+    assert_eq!((b.failure_ratio, b.min_calls), (1.0, 1));
+    assert_eq!((b.window, b.open_for), (std::time::Duration::from_secs(1), std::time::Duration::from_millis(100)));
+    assert_eq!(plan.stages[0].timeout, Some(std::time::Duration::from_secs(2)));
+}
+
+#[test]
+fn timeout_zero_or_unparsable() {
+    let yaml = format!("defaults:\n  timeout: 0s\n{}", with("    timeout: soonish\n"));
+    let d = errors(&yaml);
+    assert_eq!(d.len(), 2, "{}", Diagnostics(d.clone()));
+    assert_at(&d[0], &yaml, 2, "0s", "", "`timeout` must be longer than zero");
+    assert_at(&d[1], &yaml, 11, "soonish", "stage `work`", "`timeout`: `soonish` is not a duration");
+}
+
+#[test]
 fn retry_attempts_below_one() {
     let yaml = with("    retry:\n      attempts: 0\n");
     let d = only(&yaml);

@@ -3,7 +3,7 @@
 
 use super::{hint, list, Cx};
 use crate::topology::plan::RetryPolicy;
-use crate::topology::spec::{CommitSpec, RetrySpec, TransportKind};
+use crate::topology::spec::{CircuitBreakerSpec, CommitSpec, RetrySpec, TransportKind};
 use crate::topology::units::{parse_bytes, parse_duration};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,6 +81,7 @@ fn stages(cx: &mut Cx<'_>) {
     retry(cx, &["defaults", "retry"], d.retry.as_ref());
     commit(cx, &["defaults", "commit"], d.commit.as_ref());
     duration(cx, &["defaults", "drain_timeout"], d.drain_timeout.as_deref());
+    positive_duration(cx, &["defaults", "timeout"], d.timeout.as_deref());
     for (name, s) in &spec.stages {
         let name = name.as_str();
         at_least_one(cx, &["stages", name, "concurrency"], s.concurrency);
@@ -88,9 +89,38 @@ fn stages(cx: &mut Cx<'_>) {
         retry(cx, &["stages", name, "retry"], s.retry.as_ref());
         commit(cx, &["stages", name, "commit"], s.commit.as_ref());
         duration(cx, &["stages", name, "drain_timeout"], s.drain_timeout.as_deref());
+        positive_duration(cx, &["stages", name, "timeout"], s.timeout.as_deref());
         if let Some(r) = &s.rate_limit {
             at_least_one(cx, &["stages", name, "rate_limit", "per_second"], Some(r.per_second));
             at_least_one(cx, &["stages", name, "rate_limit", "burst"], r.burst);
+        }
+        if let Some(b) = &s.circuit_breaker {
+            circuit_breaker(cx, &["stages", name, "circuit_breaker"], b);
+        }
+    }
+}
+
+fn circuit_breaker(cx: &mut Cx<'_>, base: &[&str], b: &CircuitBreakerSpec) {
+    let path = |field: &'static str| [base, &[field]].concat();
+    if let Some(r) = b.failure_ratio {
+        if !(r > 0.0 && r <= 1.0) {
+            cx.at_value(
+                &path("failure_ratio"),
+                format!("`failure_ratio` must be above 0 and at most 1 (a share of failed attempts, e.g. 0.5), not {r}"),
+            );
+        }
+    }
+    at_least_one(cx, &path("min_calls"), b.min_calls);
+    positive_duration(cx, &path("window"), b.window.as_deref());
+    positive_duration(cx, &path("open_for"), b.open_for.as_deref());
+}
+
+/// A duration that must parse and be longer than zero.
+fn positive_duration(cx: &mut Cx<'_>, path: &[&str], v: Option<&str>) {
+    if let Some(Some(d)) = duration(cx, path, v) {
+        if d.is_zero() {
+            let field = path.last().copied().unwrap_or_default();
+            cx.at_value(path, format!("`{field}` must be longer than zero, e.g. `5s`"));
         }
     }
 }
