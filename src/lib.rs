@@ -25,3 +25,4 @@ pub mod runtime;
 pub mod telemetry;
 pub mod cli;
 pub mod connectors;
+pub mod apps;

@@ -5,6 +5,7 @@
 pub mod embed;
 pub mod http;
 pub mod llm;
+pub mod whatsapp;
 
 use std::time::Duration;
 
