@@ -1,6 +1,8 @@
-//! Clients of outside services that several kinds (and, later, apps) use: LLM providers,
-//! embedders and the shared HTTP plumbing. Nothing here knows about stages or actors; a
-//! call answers with a value or a [`ServiceError`] that says whether trying again may help.
+//! Clients of outside services that several kinds and apps use: LLM providers, embedders,
+//! the shared HTTP plumbing and the WhatsApp Cloud API (its webhook is an ingress kind an
+//! app registers under its own payload type name). Nothing here knows about an app or the
+//! actors; a call answers with a value or a [`ServiceError`] that says whether trying again
+//! may help.
 
 pub mod embed;
 pub mod http;

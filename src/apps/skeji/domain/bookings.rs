@@ -1,5 +1,5 @@
 //! `skeji-bookings`: `create_booking`, `confirm_booking`, `cancel_booking`,
-//! `list_bookings` (docs/skeji.md). No double booking: the overlap check and the insert
+//! `list_bookings` (docs/apps/skeji.md). No double booking: the overlap check and the insert
 //! run in the command's `BEGIN IMMEDIATE` transaction ([`super::commands`]), which holds
 //! SQLite's write lock for every process sharing the file.
 

@@ -1,5 +1,5 @@
 //! `skeji-business-units`: the businesses — who offers what, where, when. Actions
-//! `find_businesses`, `register_business`, `get_business` (docs/skeji.md); seeds the
+//! `find_businesses`, `register_business`, `get_business` (docs/apps/skeji.md); seeds the
 //! businesses table from a JSON file at build when it is empty.
 
 use super::commands::{self, event, DomainStage, Done, Service};

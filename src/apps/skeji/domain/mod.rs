@@ -2,7 +2,7 @@
 //! `skeji-bookings`. Each reads `Command`s from `pipeline-executor-to-<service>`, answers
 //! with a `Reply` on output `reply` (the command's slip unchanged) and publishes
 //! `DomainEvent`s on output `events`. The rules every command follows (idempotency,
-//! deadlines, error classes) are in [`commands`]; the action catalogue is docs/skeji.md.
+//! deadlines, error classes) are in [`commands`]; the action catalogue is docs/apps/skeji.md.
 
 pub mod bookings;
 pub mod business_units;

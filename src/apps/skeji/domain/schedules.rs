@@ -1,4 +1,4 @@
-//! `skeji-schedules`: free slots. One action, `search_availability` (docs/skeji.md);
+//! `skeji-schedules`: free slots. One action, `search_availability` (docs/apps/skeji.md);
 //! the slot rules live in [`super::slots`], shared with bookings.
 
 use super::commands::{self, DomainStage, Done, Service};

@@ -1,4 +1,4 @@
-//! The domain's records as they appear in results and events (docs/skeji.md: business,
+//! The domain's records as they appear in results and events (docs/apps/skeji.md: business,
 //! slot, booking), and the normalisations used to match what users type against them.
 
 use super::error::{ActionError, ActionResult};
@@ -127,7 +127,7 @@ impl Business {
     }
 }
 
-/// A bookable time (docs/skeji.md "slot").
+/// A bookable time (docs/apps/skeji.md "slot").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slot {
     pub schedule_id: String,
@@ -148,7 +148,7 @@ pub struct Slot {
     pub currency: String,
 }
 
-/// A slot someone booked (docs/skeji.md "booking").
+/// A slot someone booked (docs/apps/skeji.md "booking").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Booking {
     #[serde(flatten)]

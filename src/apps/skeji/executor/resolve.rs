@@ -1,4 +1,4 @@
-//! `${previous_step.FIELD}` references in step params (docs/skeji.md "Pipelines"):
+//! `${previous_step.FIELD}` references in step params (docs/apps/skeji.md "Pipelines"):
 //! - a string that is exactly one reference becomes that field's JSON value, any type;
 //! - a reference inside a longer string is interpolated as text (strings as they are,
 //!   `null` as nothing, anything else as compact JSON);

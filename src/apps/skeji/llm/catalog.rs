@@ -1,4 +1,4 @@
-//! The action catalogue and the intents of `docs/skeji.md`, as data: the one place the
+//! The action catalogue and the intents of `docs/apps/skeji.md`, as data: the one place the
 //! OpenAI system prompt, its JSON schema and the output validation are generated from.
 //! Change the contract here and all three follow.
 

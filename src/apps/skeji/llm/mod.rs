@@ -1,5 +1,5 @@
 //! The LLM layer (`skeji-llm`): turns a user's message into a `PipelineRequest` — an
-//! intent and the steps the executor runs (`docs/skeji.md`, "Pipelines").
+//! intent and the steps the executor runs (`docs/apps/skeji.md`, "Pipelines").
 //!
 //! - [`stage`]: the stage kind and its config; maps provider errors to stage errors.
 //! - [`provider`]: the provider trait, its input/plan and typed errors.

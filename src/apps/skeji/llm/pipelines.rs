@@ -1,4 +1,4 @@
-//! The pipeline of each intent, exactly as `docs/skeji.md` lists it. The rules provider
+//! The pipeline of each intent, exactly as `docs/apps/skeji.md` lists it. The rules provider
 //! builds its plans here and the OpenAI prompt shows examples built here, so the two
 //! providers cannot drift apart.
 

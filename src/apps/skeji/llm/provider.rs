@@ -6,7 +6,7 @@ use crate::apps::skeji::model::Step;
 use crate::stages::StageError;
 use async_trait::async_trait;
 
-/// The intents of `docs/skeji.md`.
+/// The intents of `docs/apps/skeji.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Intent {
     Book,

@@ -1,5 +1,5 @@
 //! The `rules` provider: deterministic, offline English parsing into the intents of
-//! `docs/skeji.md`. Everything here is a pure function of the text, the sender and the
+//! `docs/apps/skeji.md`. Everything here is a pure function of the text, the sender and the
 //! local time the message was received at (see `dates` for the date rules).
 //!
 //! Intent by precedence: approve (`approve`/`confirm` + a booking id), register

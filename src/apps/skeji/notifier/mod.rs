@@ -1,5 +1,5 @@
 //! `skeji-notifier`: tells users (and business owners) what happened. One kind for the four
-//! notifier stages; what a record is decides what is said (docs/skeji.md, "What the user
+//! notifier stages; what a record is decides what is said (docs/apps/skeji.md, "What the user
 //! is told"):
 //! - a `Rejection` (scrub layer) → why the message was declined;
 //! - a `PipelineResult` (executor) → the outcome, an apology on timeout, or the help text;

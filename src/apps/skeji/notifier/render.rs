@@ -1,4 +1,4 @@
-//! What users and business owners are told (docs/skeji.md, "What the user is told"):
+//! What users and business owners are told (docs/apps/skeji.md, "What the user is told"):
 //! short English WhatsApp texts built from the results, rejections and events as JSON, so
 //! that a field a service adds later changes nothing here.
 
