@@ -46,6 +46,10 @@ impl Secret {
             Err(_) => Err(format!("environment variable `{name}` is not set")),
         }
     }
+    /// A secret the caller already holds (read from its own configuration).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }

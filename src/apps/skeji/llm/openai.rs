@@ -2,14 +2,18 @@
 //! structured output (`response_format: json_schema`) and checked against the catalogue
 //! before anything reaches the executor.
 //!
-//! Errors: 408, 429, 5xx, timeouts and connection failures are transient (the stage
-//! retries with backoff); other 4xx, an unparseable body and output that breaks the
-//! contract are permanent (dead-lettered, the user gets an apology).
+//! The HTTP call is the shared OpenAI connector's ([`crate::connectors::llm::OpenAiChat`]):
+//! its pooled client, bearer key and status classification. Errors: 408, 429, 5xx,
+//! timeouts and connection failures are transient (the stage retries with backoff); other
+//! 4xx, an unparseable body and output that breaks the contract are permanent
+//! (dead-lettered, the user gets an apology).
 
 use super::dates::LocalNow;
 use super::prompt;
 use super::provider::{LlmError, LlmInput, LlmProvider, Plan};
 use super::validate::plan_from_model;
+use crate::connectors::llm::OpenAiChat;
+use crate::connectors::{Secret, ServiceError};
 use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jiff::tz::TimeZone;
@@ -123,10 +127,10 @@ pub struct OpenAiSettings {
 }
 
 pub struct OpenAiProvider {
-    client: reqwest::Client,
+    /// The connector's client; holds the key (never logged).
+    chat: OpenAiChat,
     url: String,
     model: String,
-    api_key: ApiKey,
     timeout: Duration,
     tz: TimeZone,
     tz_name: String,
@@ -144,17 +148,13 @@ impl std::fmt::Debug for OpenAiProvider {
 impl OpenAiProvider {
     /// A provider resolving dates in `tz`. The prompt and schema are generated once here.
     pub fn new(settings: OpenAiSettings, tz: TimeZone) -> Result<OpenAiProvider, LlmError> {
-        let client = crate::net::client_builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| LlmError::Permanent(format!("cannot build the HTTP client: {e}")))?;
+        let chat = OpenAiChat::connect(&settings.base_url, &settings.model, Some(Secret::new(settings.api_key.0)), settings.timeout)
+            .map_err(LlmError::Permanent)?;
         let tz_name = tz.iana_name().unwrap_or("UTC").to_string();
         Ok(OpenAiProvider {
-            client,
-            url: format!("{}/chat/completions", settings.base_url.trim_end_matches('/')),
+            url: chat.url().to_string(),
+            chat,
             model: settings.model,
-            api_key: settings.api_key,
             timeout: settings.timeout,
             tz,
             tz_name,
@@ -179,31 +179,6 @@ impl OpenAiProvider {
             },
         })
     }
-
-    fn send_error(&self, e: &reqwest::Error) -> LlmError {
-        let detail = error_chain(e);
-        if e.is_timeout() {
-            LlmError::Transient(format!("request to {} timed out after {:?}: {detail}", self.url, self.timeout))
-        } else if e.is_connect() {
-            LlmError::Transient(format!("cannot connect to {}: {detail}", self.url))
-        } else if e.is_builder() {
-            LlmError::Permanent(format!("cannot build the request to {}: {detail}", self.url))
-        } else {
-            LlmError::Transient(format!("request to {} failed: {detail}", self.url))
-        }
-    }
-}
-
-/// An error and its sources, joined: reqwest's own message rarely says what went wrong.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// At most `max` characters of `s`, for error messages.
@@ -214,13 +189,11 @@ fn snippet(s: &str, max: usize) -> String {
     }
 }
 
-/// The class of an unsuccessful HTTP status.
-fn status_error(status: reqwest::StatusCode, url: &str, body: &str) -> LlmError {
-    let msg = format!("{url} answered {status}: {}", snippet(body.trim(), 300));
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS || status == reqwest::StatusCode::REQUEST_TIMEOUT {
-        LlmError::Transient(msg)
-    } else {
-        LlmError::Permanent(msg)
+/// The connector's classification, kept: transient stays transient.
+fn llm_error(e: ServiceError) -> LlmError {
+    match e {
+        ServiceError::Transient { reason, .. } => LlmError::Transient(reason),
+        ServiceError::Permanent(reason) => LlmError::Permanent(reason),
     }
 }
 
@@ -270,14 +243,9 @@ impl LlmProvider for OpenAiProvider {
         let body = self.request_body(input, &now);
         self.limiter.until_ready().await;
         let started = Instant::now();
-        let response = self.client.post(&self.url).bearer_auth(&self.api_key.0).json(&body).send().await.map_err(|e| self.send_error(&e))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| self.send_error(&e))?;
-        tracing::debug!(url = %self.url, model = %self.model, %status, elapsed_ms = started.elapsed().as_millis() as u64, "LLM answered");
-        if !status.is_success() {
-            return Err(status_error(status, &self.url, &text));
-        }
-        plan_from_body(&text, &self.url, &input.user_phone)
+        let answer = self.chat.post(&body).await.map_err(llm_error)?;
+        tracing::debug!(url = %self.url, model = %self.model, elapsed_ms = started.elapsed().as_millis() as u64, "LLM answered");
+        plan_from_body(&String::from_utf8_lossy(&answer), &self.url, &input.user_phone)
     }
 }
 
@@ -305,14 +273,9 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_classified() {
-        use reqwest::StatusCode as S;
-        for s in [S::TOO_MANY_REQUESTS, S::INTERNAL_SERVER_ERROR, S::BAD_GATEWAY, S::SERVICE_UNAVAILABLE, S::REQUEST_TIMEOUT] {
-            assert!(status_error(s, "u", "").is_transient(), "{s}");
-        }
-        for s in [S::BAD_REQUEST, S::UNAUTHORIZED, S::FORBIDDEN, S::NOT_FOUND, S::UNPROCESSABLE_ENTITY] {
-            assert!(!status_error(s, "u", "").is_transient(), "{s}");
-        }
+    fn connector_errors_keep_their_class() {
+        assert!(llm_error(ServiceError::transient("HTTP 503 from POST u: busy")).is_transient());
+        assert!(!llm_error(ServiceError::permanent("HTTP 400 from POST u: bad")).is_transient());
     }
 
     #[test]
