@@ -464,10 +464,9 @@ mod props {
             };
             let _ = record.key_str();
             let _ = record.to_json();
-            use crate::stages::skeji::model::{InboundMessage, UserMessage};
             for decoded in [
-                crate::stages::decode::<InboundMessage>(&record).map(|_| ()),
-                crate::stages::decode::<UserMessage>(&record).map(|_| ()),
+                crate::stages::decode::<TypedMessage>(&record).map(|_| ()),
+                crate::stages::decode::<serde_json::Value>(&record).map(|_| ()),
             ] {
                 if let Err(e) = decoded {
                     prop_assert!(matches!(e, crate::stages::StageError::Permanent(_)), "{e:?}");
@@ -478,12 +477,26 @@ mod props {
         }
     }
 
+    /// A typed payload with required, optional and numeric fields (the shape of a webhook
+    /// message), registered below as `test.TypedMessage`.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct TypedMessage {
+        id: String,
+        from: String,
+        #[serde(default)]
+        name: Option<String>,
+        text: String,
+        timestamp: i64,
+    }
+
     /// A topic with a registered payload type and one with a JSON schema.
     fn checks() -> &'static crate::stages::payload::PayloadChecks {
         static CHECKS: std::sync::OnceLock<crate::stages::payload::PayloadChecks> = std::sync::OnceLock::new();
         CHECKS.get_or_init(|| {
-            let yaml = "topics:\n  typed: {partitions: 1, payload_type: skeji.InboundMessage}\n  schema: {partitions: 1, schema: {type: object, required: [id], properties: {id: {type: integer}}}}\n";
-            let registry = crate::stages::Registry::builtin();
+            let yaml = "topics:\n  typed: {partitions: 1, payload_type: test.TypedMessage}\n  schema: {partitions: 1, schema: {type: object, required: [id], properties: {id: {type: integer}}}}\n";
+            let mut registry = crate::stages::Registry::builtin();
+            registry.register_payload::<TypedMessage>("test.TypedMessage");
             let topology =
                 crate::topology::Topology::parse("t.yaml", yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
             let plan = topology.plan(None).expect("plan");

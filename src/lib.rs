@@ -4,8 +4,14 @@
 //! - [`topology`]: the description (`topology.yaml`): parse, validate, plan. Pure.
 //! - [`transport`]: where records live — the embedded in-process log or Kafka — behind one trait.
 //! - [`actors`]: the running machinery: supervisor, partition consumers, stage actors, producer.
-//! - [`stages`]: stage kinds, one module each, and the registry that names them.
+//! - [`stages`]: generic stage kinds, one module each, and the registry that names them.
+//!   Stage kinds never import [`actors`]; what they send outside `handle` goes through
+//!   [`stages::emitter::Emitter`].
 //! - [`ingress`]: HTTP listeners that publish requests into topics.
+//! - [`connectors`]: clients of outside services that several kinds or apps use (LLM
+//!   providers, embedders, HTTP, the WhatsApp Cloud API webhook and sender).
+//! - [`apps`]: applications built on the runtime (Skeji), one module each. Nothing outside
+//!   `apps` imports it; the binary's `main` adds them with `Registry::with_apps()`.
 //! - [`runtime`]: builds a node from a plan and runs it until shutdown.
 //! - [`cli`]: the `weir` command.
 //!
@@ -25,3 +31,4 @@ pub mod runtime;
 pub mod telemetry;
 pub mod cli;
 pub mod connectors;
+pub mod apps;

@@ -14,7 +14,7 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use std::sync::Once;
 use weir::envelope::{header, Headers, OutgoingRecord, TopicPartition};
-use weir::stages::skeji::model::InboundMessage;
+use weir::apps::skeji::model::InboundMessage;
 
 const VALID_TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 

@@ -1,6 +1,6 @@
 //! Skeji's domain services (business-units, schedules, bookings) and the pipeline
 //! executor, through the public stage API: stages built from the registry on a temp data
-//! dir, fed records, their outputs checked field by field against docs/skeji.md.
+//! dir, fed records, their outputs checked field by field against docs/apps/skeji.md.
 
 #[path = "fixtures/skeji_domain/bookings.rs"]
 mod bookings;

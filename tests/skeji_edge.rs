@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 use weir::envelope::{Headers, Record, TopicPartition};
-use weir::ingress::whatsapp::counters;
+use weir::connectors::whatsapp::webhook::counters;
 use weir::runtime::NodeHandle;
-use weir::stages::skeji::model::{InboundMessage, UserMessage};
+use weir::apps::skeji::model::{InboundMessage, UserMessage};
 use weir::stages::{BuildEnv, Output, Payload, Registry, Stage, StageContext};
 use weir::topology::Topology;
 
@@ -154,7 +154,7 @@ async fn signatures_are_required_when_an_app_secret_is_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsigned_webhook_on_a_non_loopback_listener_refuses_to_start() {
     let yaml = ingress_yaml("wa-exposed", "").replace("listen: 127.0.0.1:0", "listen: 0.0.0.0:0");
-    let registry = Registry::builtin();
+    let registry = Registry::with_apps();
     let topology = Topology::parse("test.yaml", &yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
     let dir = tempfile::tempdir().expect("tmp");
     let mut opts = weir::runtime::NodeOptions::new(topology.plan(None).expect("plan"), Arc::new(registry));
@@ -239,7 +239,7 @@ impl weir::transport::Producer for Down {
 
 #[tokio::test]
 async fn an_unavailable_transport_is_503_so_whatsapp_retries() {
-    let registry = Registry::builtin();
+    let registry = Registry::with_apps();
     let checks = weir::stages::payload::PayloadChecks::build([], registry.payloads()).expect("checks");
     let plan = weir::topology::plan::IngressPlan {
         name: "wa-down".into(),
@@ -346,7 +346,7 @@ async fn a_redelivered_whatsapp_message_is_forwarded_once() {
 
 /// Builds stage `name` of `yaml` on `data_dir`, as the runtime would.
 fn build_stage(yaml: &str, name: &str, data_dir: &Path) -> Arc<dyn Stage> {
-    let registry = Registry::builtin();
+    let registry = Registry::with_apps();
     let topology = Topology::parse("test.yaml", yaml, &|_| None, &registry).unwrap_or_else(|d| panic!("{d}"));
     let plan = topology.plan(None).expect("plan");
     let stage = plan.stages.iter().find(|s| s.name == name).expect("stage in plan");

@@ -15,9 +15,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir::envelope::{Headers, Record};
-use weir::stages::skeji::llm::openai::ApiKey;
-use weir::stages::skeji::llm::{LlmError, LlmInput, LlmProvider, LlmStage, OpenAiProvider, OpenAiSettings, RulesProvider};
-use weir::stages::skeji::model::{PipelineRequest, ScrubbedMessage, Step};
+use weir::apps::skeji::llm::openai::ApiKey;
+use weir::apps::skeji::llm::{LlmError, LlmInput, LlmProvider, LlmStage, OpenAiProvider, OpenAiSettings, RulesProvider};
+use weir::apps::skeji::model::{PipelineRequest, ScrubbedMessage, Step};
 use weir::stages::{Payload, Stage, StageContext, StageError};
 
 const PHONE: &str = "972501234567";

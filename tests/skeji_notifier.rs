@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
 use weir::envelope::{now_ms, Headers, Record};
-use weir::stages::skeji::model::{BusinessError, DomainEvent, PipelineResult, Rejection, SentNotification};
-use weir::stages::skeji::notifier::sink::{self, Sink, SinkError, Text};
-use weir::stages::skeji::notifier::{ledger, outbox as outbox_table, owner, render, subscribe_sent};
-use weir::stages::skeji::store::Db;
+use weir::apps::skeji::model::{BusinessError, DomainEvent, PipelineResult, Rejection, SentNotification};
+use weir::apps::skeji::notifier::sink::{self, Sink, SinkError, Text};
+use weir::apps::skeji::notifier::{ledger, outbox as outbox_table, owner, render, subscribe_sent};
+use weir::apps::skeji::store::Db;
 use weir::stages::{BuildEnv, Output, Payload, Registry, Stage, StageContext};
 use weir::topology::Topology;
 
@@ -40,7 +40,7 @@ stages:
 }
 
 fn build(config: &str, data_dir: &Path) -> Result<Arc<dyn Stage>, String> {
-    let registry = Registry::builtin();
+    let registry = Registry::with_apps();
     let t = Topology::parse("test.yaml", &topology(config), &|_| None, &registry).map_err(|d| d.to_string())?;
     let plan = t.plan(None).map_err(|e| e.to_string())?;
     let stage = &plan.stages[0];

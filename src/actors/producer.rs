@@ -11,6 +11,7 @@ use super::processing::Stopping;
 use crate::envelope::{header, stamp_child, stamp_origin, Headers, OutgoingRecord, Record};
 use crate::stages::payload::PayloadChecks;
 use crate::stages::router::field_text;
+use crate::stages::emitter::{EmitOutput, Emitter};
 use crate::stages::{Output, Payload, StageError};
 use crate::topology::plan::{OutputPlan, RetryPolicy};
 use crate::transport::{DeliveryFuture, EnqueueError, Producer, TransportError};
@@ -198,21 +199,21 @@ fn key_value(payload: &Payload, headers: &Headers, field: &str) -> Option<String
     from_payload.or_else(|| header::for_field(field).and_then(|h| headers.get_str(h)).map(str::to_string))
 }
 
-/// Sends records on a stage's outputs outside `handle` — for work a stage does on its own
-/// schedule (a reminder that falls due). Keyed, checked and stamped like `handle`'s outputs;
+/// Sends a stage's [`Emitter`] outputs: keyed, checked and stamped like `handle`'s outputs;
 /// `emit` returns once the transport accepted the record.
-#[derive(Clone)]
-pub struct Emitter {
+struct ProducerEmitter {
     producer: std::sync::Arc<OutputProducer>,
     stopping: Stopping,
 }
 
-impl Emitter {
-    pub fn new(producer: std::sync::Arc<OutputProducer>, stopping: Stopping) -> Self {
-        Emitter { producer, stopping }
-    }
+/// The [`Emitter`] a stage gets, sending through `producer`.
+pub fn emitter(producer: std::sync::Arc<OutputProducer>, stopping: Stopping) -> Emitter {
+    Emitter::new(Arc::new(ProducerEmitter { producer, stopping }))
+}
 
-    pub async fn emit(&self, out: Output) -> Result<(), StageError> {
+#[async_trait::async_trait]
+impl EmitOutput for ProducerEmitter {
+    async fn emit(&self, out: Output) -> Result<(), StageError> {
         let record = self.producer.prepare_origin(out).map_err(StageError::Permanent)?;
         let acks = self.producer.send_all(vec![record], &self.stopping).await.map_err(|e| match e {
             SendError::Stopped => StageError::Transient("shutting down".into()),

@@ -10,7 +10,7 @@
 
 use super::partition_consumer::PartitionSettings;
 use super::processing::{PoisonLog, RecordProcessor, Stopping};
-use super::producer::{Emitter, OutputProducer};
+use super::producer::OutputProducer;
 use super::stage_actor::{StageActor, StageFailed};
 use super::stage_consumer::{StageConsumer, StopConsumer};
 use super::stats::{NodeStats, StageStats};
@@ -222,7 +222,7 @@ impl NodeSupervisor {
             node: self.cfg.node.as_deref(),
             data_dir: self.cfg.data_dir.clone(),
             config_dir: self.cfg.config_dir.clone(),
-            emitter: Some(Emitter::new(out.clone(), self.stopping.clone())),
+            emitter: Some(super::producer::emitter(out.clone(), self.stopping.clone())),
         };
         let stage = factory.build(&plan.config, &env).map_err(|e| e.to_string())?;
         let poison = self.poison.entry(plan.name.clone()).or_default().clone();

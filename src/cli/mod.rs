@@ -67,12 +67,8 @@ enum Command {
     Export(export::ExportCommand),
 }
 
-/// Runs the CLI with the built-in stage kinds.
-pub fn main() -> ExitCode {
-    main_with(Registry::builtin())
-}
-
-/// Runs the CLI with your own registry: `Registry::builtin()` plus your kinds.
+/// Runs the CLI with a registry: the `weir` binary passes `Registry::with_apps()` (the
+/// generic kinds and every app); your own binary passes `Registry::builtin()` plus your kinds.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
     // `run` sets logging up itself, once the topology says where spans go.

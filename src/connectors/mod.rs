@@ -1,10 +1,13 @@
-//! Clients of outside services that several kinds (and, later, apps) use: LLM providers,
-//! embedders and the shared HTTP plumbing. Nothing here knows about stages or actors; a
-//! call answers with a value or a [`ServiceError`] that says whether trying again may help.
+//! Clients of outside services that several kinds and apps use: LLM providers, embedders,
+//! the shared HTTP plumbing and the WhatsApp Cloud API (its webhook is an ingress kind an
+//! app registers under its own payload type name). Nothing here knows about an app or the
+//! actors; a call answers with a value or a [`ServiceError`] that says whether trying again
+//! may help.
 
 pub mod embed;
 pub mod http;
 pub mod llm;
+pub mod whatsapp;
 
 use std::time::Duration;
 
@@ -42,6 +45,10 @@ impl Secret {
             Ok(_) => Err(format!("environment variable `{name}` is empty")),
             Err(_) => Err(format!("environment variable `{name}` is not set")),
         }
+    }
+    /// A secret the caller already holds (read from its own configuration).
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
     }
     pub fn expose(&self) -> &str {
         &self.0

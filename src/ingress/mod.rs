@@ -8,7 +8,6 @@ pub mod http_json;
 pub mod listener;
 mod publisher;
 pub mod server;
-pub mod whatsapp;
 
 pub use publisher::{Publish, PublishError, Publisher};
 

@@ -12,6 +12,7 @@
 
 pub mod delay;
 pub mod embed;
+pub mod emitter;
 pub mod filter;
 pub mod http;
 pub mod llm;
@@ -20,7 +21,6 @@ pub mod passthrough;
 pub mod payload;
 mod registry;
 pub mod router;
-pub mod skeji;
 pub mod sql;
 pub mod template;
 
@@ -176,7 +176,7 @@ pub struct BuildEnv<'a> {
     pub config_dir: PathBuf,
     /// Sends records on the stage's outputs outside `handle` (timers, reminders). `None`
     /// when a stage is built alone (unit tests).
-    pub emitter: Option<crate::actors::producer::Emitter>,
+    pub emitter: Option<emitter::Emitter>,
 }
 
 impl BuildEnv<'_> {

@@ -1,6 +1,8 @@
 //! Every stage kind, ingress kind and payload type a binary knows, in one place.
-//! `Registry::builtin()` is the list to grep; a user crate adds its own with
-//! `register_stage::<MyKind>()` and runs them with the same machinery.
+//! `Registry::builtin()` is the list to grep: the generic kinds only. Applications' kinds
+//! (`src/apps/`) are added by `Registry::with_apps()`, defined there so the runtime never
+//! imports an app; a user crate adds its own with `register_stage::<MyKind>()` and runs them
+//! with the same machinery.
 
 use super::payload::{PayloadType, PayloadTypes};
 use super::{BuildEnv, BuildError, Stage, StageKind};
@@ -35,7 +37,7 @@ impl Registry {
         Registry::default()
     }
 
-    /// Every built-in kind.
+    /// Every generic built-in kind (no application's: see `Registry::with_apps()` in `crate::apps`).
     pub fn builtin() -> Self {
         let mut r = Registry::empty();
         r.register_stage::<super::passthrough::Passthrough>();
@@ -48,7 +50,6 @@ impl Registry {
         r.register_stage::<super::embed::Embed>();
         r.register_stage::<super::sql::Sql>();
         r.register_ingress::<crate::ingress::http_json::HttpJson>();
-        super::skeji::register(&mut r);
         r
     }
 

@@ -19,7 +19,7 @@ use weir::transport::{StartFrom, Transport};
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn registry() -> Registry {
-    let mut r = Registry::builtin();
+    let mut r = Registry::with_apps();
     r.register_stage::<kinds::Scripted>();
     r.register_stage::<kinds::BuildFails>();
     r

@@ -53,7 +53,7 @@ fn follow_outbox(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBo
 /// What the killed core left in `skeji.db`: notifications it had claimed and not finished,
 /// and outbox rows it had committed but not appended to the file.
 async fn left_by_the_dead(data_dir: &Path) -> (i64, i64) {
-    let db = weir::stages::skeji::store::Db::open(data_dir).expect("skeji.db");
+    let db = weir::apps::skeji::store::Db::open(data_dir).expect("skeji.db");
     let in_file = std::fs::read_to_string(data_dir.join("outbox.jsonl")).unwrap_or_default().matches('\n').count();
     let in_file = i64::try_from(in_file).expect("line count");
     db.call(move |c| {

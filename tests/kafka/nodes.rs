@@ -8,7 +8,7 @@ use weir::stages::Registry;
 use weir::topology::Topology;
 
 pub fn registry() -> Registry {
-    let mut r = Registry::builtin();
+    let mut r = Registry::with_apps();
     r.register_stage::<crate::kinds::Scripted>();
     r
 }

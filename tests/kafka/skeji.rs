@@ -72,7 +72,7 @@ fn file_refs(v: &serde_json::Value, out: &mut BTreeSet<String>) {
 pub(crate) fn own_topology(prefix: &str) -> (String, BTreeMap<String, String>) {
     let file = format!("{ROOT}/topology.yaml");
     let text = std::fs::read_to_string(&file).expect("read topology.yaml");
-    let registry = Registry::builtin();
+    let registry = Registry::with_apps();
     let original = Topology::parse(&file, &text, &|_| None, &registry).expect("topology.yaml is valid");
     let spec = original.spec();
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use weir::envelope::{header, Record, TopicPartition};
-use weir::stages::skeji::model::SentNotification;
+use weir::apps::skeji::model::SentNotification;
 use weir::transport::{StartFrom, Transport};
 
 /// A running Skeji.
@@ -230,7 +230,7 @@ pub async fn redelivered_message_gets_one_reply(d: &dyn Deployment, phone: &str)
 
 /// The WhatsApp message id of a gateway output (`UserMessage.message_id`).
 fn forwarded_id(r: &Record) -> Option<String> {
-    serde_json::from_slice::<weir::stages::skeji::model::UserMessage>(&r.payload).ok().map(|m| m.message_id)
+    serde_json::from_slice::<weir::apps::skeji::model::UserMessage>(&r.payload).ok().map(|m| m.message_id)
 }
 
 /// The LLM provider answers garbage: the record lands on `dlq-llm-layer` with the reason,

@@ -42,7 +42,7 @@ impl EmbeddedSkeji {
         vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env = move |name: &str| vars.get(name).cloned();
         let file = format!("{ROOT}/topology.yaml");
-        let registry = Registry::builtin();
+        let registry = Registry::with_apps();
         let topology = Topology::parse(&file, text, &env, &registry).unwrap_or_else(|d| panic!("the topology is refused:\n{d}"));
         let data = tempfile::tempdir().expect("tmp");
         let mut opts = NodeOptions::new(topology.plan(None).expect("plan"), Arc::new(registry));

@@ -12,7 +12,7 @@ mod rewire;
 use rewire::{audit_passthrough_and_llm_on_core, position_of, scrub_removed_gateway_to_llm_topic, TOPOLOGY_YAML};
 
 fn parse_real(text: &str) -> Result<Topology, Diagnostics> {
-    Topology::parse("topology.yaml", text, &|_| None, &Registry::builtin())
+    Topology::parse("topology.yaml", text, &|_| None, &Registry::with_apps())
 }
 
 fn refused(text: &str) -> Vec<Diagnostic> {
@@ -183,7 +183,7 @@ fn topics_without_a_payload_type_are_not_checked() {
 
 #[test]
 fn every_declared_type_is_registered_and_names_an_output_of_its_kind() {
-    let r = Registry::builtin();
+    let r = Registry::with_apps();
     let types = r.payload_type_names();
     let mut declared = 0;
     for kind in r.stage_kind_names() {

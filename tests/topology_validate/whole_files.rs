@@ -29,7 +29,7 @@ fn environment_overrides_defaults_in_the_fixture() {
 #[test]
 fn repository_demo_topology_passes_with_the_builtin_registry() {
     let text = include_str!("../../topology.yaml");
-    let registry = weir::stages::Registry::builtin();
+    let registry = weir::stages::Registry::with_apps();
     if let Err(d) = Topology::parse("topology.yaml", text, &|_| None, &registry) {
         panic!("demo topology rejected:\n{d}");
     }

@@ -16,6 +16,7 @@ mod mock;
 mod openai;
 
 pub use mock::MockChat;
+pub use openai::OpenAiChat;
 
 use super::ServiceError;
 use async_trait::async_trait;
