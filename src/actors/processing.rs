@@ -295,7 +295,10 @@ impl RecordProcessor {
                     attempt += 1;
                 }
                 Err(e) if e.is_transient() => {
-                    let reason = format!("gave up after {attempt} attempts: {e}");
+                    let reason = match self.plan.retry.backoff {
+                        crate::topology::spec::Backoff::None => format!("no retry (`retry.backoff: none`): {e}"),
+                        _ => format!("gave up after {attempt} attempts: {e}"),
+                    };
                     return self.dead_letter(&record, "transient", &reason, attempt, fence).await;
                 }
                 Err(e) => {

@@ -171,6 +171,7 @@ impl RetryPolicy {
             Backoff::Fixed => self.initial,
             Backoff::Linear => self.initial.saturating_mul(n),
             Backoff::Exponential => self.initial.saturating_mul(1u32 << (n - 1).min(20)),
+            Backoff::None => Duration::ZERO,
         };
         d.min(self.max)
     }
@@ -279,6 +280,11 @@ pub(crate) fn build(
             retry.backoff = r.backoff.unwrap_or(retry.backoff);
             retry.initial = opt_duration(&r.initial, name, "retry.initial")?.unwrap_or(retry.initial);
             retry.max = opt_duration(&r.max, name, "retry.max")?.unwrap_or(retry.max);
+        }
+        if retry.backoff == Backoff::None {
+            // No retry: the first failure is the last attempt, whatever `attempts` says
+            // (validation refuses an `attempts` above 1 next to `backoff: none`).
+            retry.attempts = 1;
         }
         let rate_limit = match &s.rate_limit {
             None => None,

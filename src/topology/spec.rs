@@ -461,6 +461,8 @@ pub enum Backoff {
     Exponential,
     Fixed,
     Linear,
+    /// No retry: a failed record is dead-lettered at its first failure.
+    None,
 }
 
 /// `circuit_breaker:` of a stage. Every field has a default (see `plan`).

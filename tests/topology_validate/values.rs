@@ -315,3 +315,31 @@ stages:
         "tracing: {endpoint: 'http://127.0.0.1:4318', sampling: 0.01, service_name: weir-x}\ntopics: {in: {}, out: {}}\nstages:\n  work: {kind: passthrough, from: in, to: out}\n",
     );
 }
+
+#[test]
+fn retry_backoff_none_dead_letters_at_the_first_failure() {
+    let yaml = with("    retry: {backoff: none}\n");
+    let plan = parse_with(&yaml, &|_| None).unwrap_or_else(|d| panic!("{d}")).plan(None).expect("plan");
+    assert_eq!(plan.stages[0].retry.attempts, 1, "no retry: one attempt");
+    assert_eq!(plan.stages[0].retry.delay(1), std::time::Duration::ZERO);
+    // `attempts: 1` says the same thing and is accepted.
+    let yaml = with("    retry: {backoff: none, attempts: 1}\n");
+    assert_valid(&yaml);
+    // Under `defaults` too.
+    let yaml = format!("defaults:\n  retry: {{backoff: none}}\n{STAGE}");
+    let plan = parse_with(&yaml, &|_| None).unwrap_or_else(|d| panic!("{d}")).plan(None).expect("plan");
+    assert_eq!(plan.stages[0].retry.attempts, 1);
+}
+
+#[test]
+fn retry_backoff_none_explains_what_attempts_initial_and_max_would_not_do() {
+    let yaml = with("    retry: {backoff: none, attempts: 3}\n");
+    let d = only(&yaml);
+    assert_at(&d, &yaml, 9, "3}", "stage `work`", "`retry.attempts: 3` is never reached with `retry.backoff: none`");
+    assert!(d.message.contains("pick `fixed`, `linear` or `exponential` to retry up to 3 times"), "{d}");
+    let yaml = with("    retry:\n      backoff: none\n      initial: 1s\n      max: 5s\n");
+    let d = errors(&yaml);
+    assert_eq!(d.len(), 2, "{}", Diagnostics(d.clone()));
+    assert_at(&d[0], &yaml, 11, "initial", "stage `work`", "`retry.initial` shapes the wait between retries");
+    assert_at(&d[1], &yaml, 12, "max", "stage `work`", "`retry.backoff: none` never retries");
+}

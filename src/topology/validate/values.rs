@@ -3,7 +3,7 @@
 
 use super::{hint, list, Cx};
 use crate::topology::plan::RetryPolicy;
-use crate::topology::spec::{CircuitBreakerSpec, CommitSpec, RetrySpec, TransportKind};
+use crate::topology::spec::{Backoff, CircuitBreakerSpec, CommitSpec, RetrySpec, TransportKind};
 use crate::topology::units::{parse_bytes, parse_duration};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -131,6 +131,10 @@ fn retry(cx: &mut Cx<'_>, base: &[&str], r: Option<&RetrySpec>) {
     at_least_one(cx, &path("attempts"), r.attempts);
     let initial = duration(cx, &path("initial"), r.initial.as_deref());
     let max = duration(cx, &path("max"), r.max.as_deref());
+    if r.backoff == Some(Backoff::None) {
+        no_retry(cx, base, r);
+        return;
+    }
     let defaults = RetryPolicy::default();
     if let (Some(i), Some(m)) = (initial, max) {
         let (i, m) = (i.unwrap_or(defaults.initial), m.unwrap_or(defaults.max));
@@ -142,6 +146,33 @@ fn retry(cx: &mut Cx<'_>, base: &[&str], r: Option<&RetrySpec>) {
                     "`retry.initial` ({}) is longer than `retry.max` ({}{which}): raise `max` or lower `initial`",
                     humantime::format_duration(i),
                     humantime::format_duration(m)
+                ),
+            );
+        }
+    }
+}
+
+/// `backoff: none` dead-letters at the first failure, so settings that only shape retries
+/// would be silently ignored: say so at each of them.
+fn no_retry(cx: &mut Cx<'_>, base: &[&str], r: &RetrySpec) {
+    let path = |field: &'static str| [base, &[field]].concat();
+    if let Some(n) = r.attempts.filter(|n| *n > 1) {
+        cx.at_value(
+            &path("attempts"),
+            format!(
+                "`retry.attempts: {n}` is never reached with `retry.backoff: none`, which dead-letters a record at \
+                 its first failure (no retry): remove `attempts` (or set it to 1), or pick `fixed`, `linear` or \
+                 `exponential` to retry up to {n} times"
+            ),
+        );
+    }
+    for (field, value) in [("initial", &r.initial), ("max", &r.max)] {
+        if value.is_some() {
+            cx.at_key(
+                &path(field),
+                format!(
+                    "`retry.{field}` shapes the wait between retries, and `retry.backoff: none` never retries: \
+                     remove `{field}`, or pick `fixed`, `linear` or `exponential`"
                 ),
             );
         }
