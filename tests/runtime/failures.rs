@@ -78,6 +78,40 @@ async fn sent_equals_received_plus_dead_lettered() {
     assert_eq!(node.shutdown().await.code, 0);
 }
 
+/// `retry.backoff: none`: a transient failure that would recover on the second attempt
+/// is dead-lettered at the first one instead (no retry), and the rest pass.
+#[tokio::test]
+async fn backoff_none_dead_letters_at_the_first_failure() {
+    let topology = TOPOLOGY.replace(
+        "retry: {attempts: 3, backoff: exponential, initial: 5ms, max: 50ms}",
+        "retry: {backoff: none}",
+    );
+    let node = start(&topology, Options::default()).await;
+    let n = 100u64;
+    let script = |id: u64| match id % 10 {
+        3 => serde_json::json!({"fail": "transient:1"}), // would recover on attempt 2
+        _ => serde_json::json!({}),
+    };
+    produce(&node.transport, (0..n).map(|id| record("in", id, &format!("k{}", id % 7), id, script(id))).collect()).await;
+    let dlq = collect(&node.transport, "dlq-work", 10).await;
+    let out = collect(&node.transport, "out", 90).await;
+    wait_fully_committed(&node, "work", "in").await;
+    let dead: BTreeSet<u64> = dlq.iter().map(id_of).collect();
+    let received: BTreeSet<u64> = out.iter().map(id_of).collect();
+    let lost = (0..n).filter(|id| !received.contains(id) && !dead.contains(id)).count();
+    println!("backoff none: sent {n}, received {}, dead-lettered {}, lost {lost}", received.len(), dead.len());
+    assert_eq!(dead, (0..n).filter(|id| id % 10 == 3).collect::<BTreeSet<_>>());
+    assert_eq!(lost, 0);
+    for r in &dlq {
+        assert_eq!(r.header(header::DLQ_ATTEMPTS), Some("1"));
+        assert_eq!(r.header(header::DLQ_ERROR_CLASS), Some("transient"));
+        let reason = r.header(header::DLQ_REASON).unwrap_or("");
+        assert!(reason.contains("no retry"), "{reason}");
+    }
+    assert_eq!(weir::actors::stats::StageStats::get(&node.stats.stage("work").retried), 0);
+    assert_eq!(node.shutdown().await.code, 0);
+}
+
 /// A malformed record (not JSON) goes to the DLQ with the decoder's reason, and the
 /// records behind it on the same partition are processed.
 #[tokio::test]
