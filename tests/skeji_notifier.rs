@@ -654,3 +654,35 @@ async fn whatsapp_takes_over_a_killed_senders_claim_at_once() {
     assert_eq!(seen.len(), 1, "one POST");
     assert_eq!((seen[0].0.as_str(), seen[0].2["to"].as_str()), ("42", Some("972501000030")));
 }
+
+/// An outbox commit that fails (here a trigger aborts the insert, as a busy or full
+/// database would) gives the claim back: the same notifier's retry sends at once instead
+/// of finding its own claim "busy" and waiting out the lease (an hour here).
+#[tokio::test]
+async fn a_failed_outbox_commit_releases_the_claim_for_the_retry() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let notifier = lease_notifier(dir.path(), "1h");
+    let cause = record("scrub-layer-to-notifier", 0, &rejection("m-commit-fails", "972501234567"));
+    let db = rusqlite::Connection::open(dir.path().join("skeji.db")).expect("open skeji.db");
+    db.execute_batch(
+        "CREATE TRIGGER fail_outbox BEFORE INSERT ON notifier_outbox BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .expect("trigger");
+    let failed = notifier.handle(&cause, &CX).await;
+    assert!(failed.is_err(), "the delivery reports the failed commit");
+    assert!(outbox(dir.path()).is_empty());
+    let (state, holder) = ledger::claim_state(&Db::open(dir.path()).expect("db"), "rejection:m-commit-fails")
+        .await
+        .expect("state")
+        .unwrap_or_default();
+    println!("failed commit: claim state {state:?}, holder {holder:?}");
+    assert_ne!(state, "sent");
+
+    db.execute_batch("DROP TRIGGER fail_outbox;").expect("drop trigger");
+    let retried = tokio::time::timeout(Duration::from_secs(10), notifier.handle(&cause, &CX))
+        .await
+        .expect("the retry does not wait for its own claim's lease")
+        .expect("handled");
+    assert_eq!(sent_of(&retried).len(), 1);
+    assert_eq!(outbox(dir.path()).len(), 1);
+}

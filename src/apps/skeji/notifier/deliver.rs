@@ -112,7 +112,17 @@ impl Deliverer {
                 let mut body = text.cloud_api_body();
                 body["correlation_id"] = text.correlation_id.clone().into();
                 body["notification_id"] = id.into();
-                match outbox::commit(&self.db, id, self.owner.id(), &body).await.map_err(DbError::into_stage_error)? {
+                let committed = match outbox::commit(&self.db, id, self.owner.id(), &body).await {
+                    Ok(committed) => committed,
+                    Err(e) => {
+                        // Nothing was written: give the claim back, or this owner's own
+                        // retry would find it "busy" (alive by definition) and wait out
+                        // the whole lease.
+                        self.release(id).await;
+                        return Err(e.into_stage_error());
+                    }
+                };
+                match committed {
                     Committed::Written => {}
                     Committed::AlreadySent | Committed::NotMine => {
                         tracing::debug!(notification_id = %id, "sent by another delivery meanwhile");
@@ -126,10 +136,7 @@ impl Deliverer {
             }
             Route::Sink(sink) => {
                 if let Err(e) = sink.send(&text).await {
-                    if let Err(release) = ledger::release(&self.db, id, self.owner.id()).await {
-                        // The claim is then freed when this owner is gone, or by its lease.
-                        tracing::warn!(notification_id = %id, error = %release, "cannot release the claim");
-                    }
+                    self.release(id).await;
                     return Err(e.into());
                 }
                 // The at-least-once window: the API accepted it; until this mark commits, a
@@ -149,6 +156,15 @@ impl Deliverer {
         };
         tracing::info!(notification_id = %sent.notification_id, kind = %sent.kind, sink = %sent.sink, "notification sent");
         Ok(Some(sent))
+    }
+
+    /// Gives up this owner's claim of `id` after a failed delivery, so its retry can claim
+    /// it again at once.
+    async fn release(&self, id: &str) {
+        if let Err(release) = ledger::release(&self.db, id, self.owner.id()).await {
+            // The claim is then freed when this owner is gone, or by its lease.
+            tracing::warn!(notification_id = %id, error = %release, "cannot release the claim");
+        }
     }
 
     /// Appends outbox lines still owed to the file (a sender that committed and then died,
