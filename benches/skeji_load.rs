@@ -48,9 +48,10 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-/// A booking request that differs per user: one of the seed's (city, service) pairs, a
-/// day of the coming week and a quarter hour in opening hours (1,792 combinations).
-fn request(i: usize) -> String {
+/// A booking request that differs per user: one of the seed's (city, service) pairs, one
+/// of `days` (seven working days, `DD/MM`) and a quarter hour in opening hours (1,792
+/// combinations).
+fn request(i: usize, days: &[String]) -> String {
     const PAIRS: [(&str, &str); 8] = [
         ("Tel Aviv", "haircut"),
         ("Tel Aviv", "manicure"),
@@ -61,16 +62,36 @@ fn request(i: usize) -> String {
         ("Jerusalem", "manicure"),
         ("Jerusalem", "massage"),
     ];
-    const DAYS: [&str; 7] =
-        ["tomorrow", "the day after tomorrow", "on Sunday", "on Monday", "on Tuesday", "on Wednesday", "on Thursday"];
     // Whole hours first (the first 448 users ask for slots that cannot overlap), then the
     // quarter hours in between, which may collide with an earlier booking: those users
     // are offered alternatives, as a real user would be.
     let (city, service) = PAIRS[i % PAIRS.len()];
     let hour = 10 + (i / PAIRS.len()) % 8;
-    let day = DAYS[(i / (PAIRS.len() * 8)) % DAYS.len()];
-    let minute = ((i / (PAIRS.len() * 8 * DAYS.len())) % 4) * 15;
-    format!("Hi, book a {service} in {city} {day} at {hour}:{minute:02}")
+    let day = &days[(i / (PAIRS.len() * 8)) % days.len()];
+    let minute = ((i / (PAIRS.len() * 8 * days.len())) % 4) * 15;
+    format!("Hi, book a {service} in {city} on {day} at {hour}:{minute:02}")
+}
+
+/// The next seven working days (Sunday to Thursday, when the seed's businesses are open
+/// all day) in their time zone, as a user writes them (`DD/MM`).
+fn next_week() -> Vec<String> {
+    use jiff::civil::Weekday;
+    let today = jiff::Zoned::now().in_tz("Asia/Jerusalem").map(|z| z.date()).unwrap_or_else(|_| jiff::Zoned::now().date());
+    (1..=14i32)
+        .filter_map(|d| today.checked_add(jiff::Span::new().days(d)).ok())
+        .filter(|d| !matches!(d.weekday(), Weekday::Friday | Weekday::Saturday))
+        .take(7)
+        .map(|d| format!("{:02}/{:02}", d.day(), d.month()))
+        .collect()
+}
+
+/// What a reply told the user, in a word or three.
+fn outcome(text: &str) -> String {
+    let known = [("Booking confirmed", "confirmed"), ("is not available", "not available"), ("just booked", "conflict")];
+    match known.iter().find(|(phrase, _)| text.contains(phrase)) {
+        Some((_, what)) => what.to_string(),
+        None => text.split_whitespace().take(4).collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// Follows `outbox.jsonl` as it grows and reports each line's `to` and the first words
@@ -93,10 +114,9 @@ fn follow_outbox(file: PathBuf, stop: Arc<AtomicBool>) -> std::sync::mpsc::Recei
                             let line: Vec<u8> = partial.drain(..=nl).collect();
                             let v: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
                             if let Some(to) = v["to"].as_str() {
-                                // The line is the Cloud API body: its text's first words say
-                                // what the user was told (booked, slot taken, closed, …).
-                                let text = v["text"]["body"].as_str().unwrap_or_default();
-                                let kind = text.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+                                // The line is the Cloud API body: its text says what the
+                                // user was told.
+                                let kind = outcome(v["text"]["body"].as_str().unwrap_or_default());
                                 if tx.send((to.to_string(), kind, seen)).is_err() {
                                     return;
                                 }
@@ -116,13 +136,14 @@ struct Outcome {
     per_s: f64,
     latencies_ms: Vec<u64>,
     failed_posts: usize,
-    /// How many first replies began with which words.
+    /// How many first replies said what (confirmed, not available, …).
     kinds: std::collections::BTreeMap<String, usize>,
 }
 
 /// Posts every user's request to `webhook` (paced at `rate` per second, or as fast as
 /// `concurrency` allows) and collects the replies from `data_dir`'s outbox.
 async fn drive(webhook: &str, data_dir: &Path, users: &[String], rate: Option<f64>, concurrency: usize) -> Outcome {
+    let days = next_week();
     let stop = Arc::new(AtomicBool::new(false));
     let replies = follow_outbox(data_dir.join("outbox.jsonl"), stop.clone());
     let http = weir::net::client().expect("http client");
@@ -140,7 +161,7 @@ async fn drive(webhook: &str, data_dir: &Path, users: &[String], rate: Option<f6
             }
         }
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let body = webhook_body(user, &format!("wamid.load.{run}.{i}"), &request(i));
+        let body = webhook_body(user, &format!("wamid.load.{run}.{i}"), &request(i, &days));
         let (http, url, posted, failed, user) = (http.clone(), webhook.to_string(), posted.clone(), failed.clone(), user.clone());
         posts.push(tokio::spawn(async move {
             let _permit = permit;

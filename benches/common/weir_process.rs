@@ -35,14 +35,15 @@ impl WeirProcess {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line.clone());
+                // Kept before it is announced: whoever hears of it finds it in the log.
                 if let Ok(mut l) = kept.lock() {
                     // Keep the start and the latest lines; a long run logs little at info.
                     if l.len() > 5000 {
                         l.drain(1000..2000);
                     }
-                    l.push(line);
+                    l.push(line.clone());
                 }
+                let _ = tx.send(line);
             }
         });
         let mut p = WeirProcess { child: Some(child), log, name: name.to_string() };
