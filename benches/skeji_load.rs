@@ -15,8 +15,9 @@
 //!   topology's default (50/s).
 //!
 //! A run reports conversations/s (users answered ÷ first POST → last reply), p50/p99/max
-//! of POST → reply, the users not answered within the bound and, on embedded, the cores
-//! the process used.
+//! of POST → reply, the users answered within the bound, the replies beyond each user's
+//! first (2 s are waited for late ones), what the replies said and, on embedded, the
+//! cores the process used.
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -136,6 +137,8 @@ struct Outcome {
     per_s: f64,
     latencies_ms: Vec<u64>,
     failed_posts: usize,
+    /// Replies beyond a user's first (a duplicate, or a second message).
+    extra_replies: usize,
     /// How many first replies said what (confirmed, not available, …).
     kinds: std::collections::BTreeMap<String, usize>,
 }
@@ -181,13 +184,28 @@ async fn drive(webhook: &str, data_dir: &Path, users: &[String], rate: Option<f6
 
     let mut answered: HashMap<String, Instant> = HashMap::with_capacity(users.len());
     let mut kinds = std::collections::BTreeMap::new();
+    let mut extra_replies = 0;
     let wanted: std::collections::HashSet<&String> = users.iter().collect();
     while answered.len() < users.len() && last_post.elapsed() < ANSWER_BOUND {
         let reply = tokio::task::block_in_place(|| replies.recv_timeout(Duration::from_millis(200)));
         if let Ok((to, kind, at)) = reply {
-            if wanted.contains(&to) && !answered.contains_key(&to) {
-                answered.insert(to, at);
-                *kinds.entry(kind).or_insert(0) += 1;
+            if wanted.contains(&to) {
+                if answered.contains_key(&to) {
+                    extra_replies += 1;
+                } else {
+                    answered.insert(to, at);
+                    *kinds.entry(kind).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    // Late duplicates would come within moments of the last reply: listen a little longer.
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_secs(2) {
+        let reply = tokio::task::block_in_place(|| replies.recv_timeout(Duration::from_millis(100)));
+        if let Ok((to, _, _)) = reply {
+            if wanted.contains(&to) {
+                extra_replies += 1;
             }
         }
     }
@@ -198,7 +216,7 @@ async fn drive(webhook: &str, data_dir: &Path, users: &[String], rate: Option<f6
     latencies_ms.sort_unstable();
     let last_reply = answered.values().max().copied().unwrap_or(last_post);
     let span = last_reply.saturating_duration_since(first_post).as_secs_f64().max(1e-3);
-    Outcome { answered: answered.len(), per_s: answered.len() as f64 / span, latencies_ms, failed_posts: failed.load(Ordering::Relaxed), kinds }
+    Outcome { answered: answered.len(), per_s: answered.len() as f64 / span, latencies_ms, failed_posts: failed.load(Ordering::Relaxed), extra_replies, kinds }
 }
 
 /// utime + stime of a process, in seconds.
@@ -212,12 +230,13 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 fn report(transport: &str, label: &str, users: usize, o: &Outcome, extra: &str) {
     println!(
-        "  {transport:<8} {label:<10} {:>7.0} conversations/s  p50 {:>5} ms  p99 {:>5} ms  max {:>5} ms  answered {}/{users} {:?}{}{extra}  load {}",
+        "  {transport:<8} {label:<10} {:>7.0} conversations/s  p50 {:>5} ms  p99 {:>5} ms  max {:>5} ms  answered {}/{users}, {} extra {:?}{}{extra}  load {}",
         o.per_s,
         pct(&o.latencies_ms, 0.5),
         pct(&o.latencies_ms, 0.99),
         o.latencies_ms.last().copied().unwrap_or_default(),
         o.answered,
+        o.extra_replies,
         o.kinds,
         if o.failed_posts > 0 { format!(", {} POSTs failed", o.failed_posts) } else { String::new() },
         load_average()
